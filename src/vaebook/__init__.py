@@ -1,0 +1,16 @@
+"""vaebook: autoencoders and variational autoencoders from first principles.
+
+The package behind the vaebook online book. One module per concept:
+
+* `vaebook.data`: Fashion-MNIST, CelebA and Frey Face as uint8 tensors;
+* `vaebook.models`: the convolutional/MLP/linear `Autoencoder` and `VAE`;
+* `vaebook.losses`: log-likelihoods, the Gaussian KL and the ELBO;
+* `vaebook.train`: the training loop, with checkpoints and resume;
+* `vaebook.evaluate`: losses and latent codes over a data set;
+* `vaebook.checkpoints`: safetensors weights, the pretrained models and their manifest;
+* `vaebook.figures`: every figure of the book;
+* `vaebook.experiments`: the named experiments the book trains;
+* `vaebook.cli`: ``python -m vaebook``.
+"""
+
+__version__ = "0.1.0"

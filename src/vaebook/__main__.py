@@ -1,0 +1,5 @@
+"""``python -m vaebook``: see `vaebook.cli`."""
+
+from .cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,257 @@
+"""Autoencoders and VAEs on one skeleton: an encoder body, latent heads and a decoder.
+
+Both model kinds share the same pieces, so the book can swap one for the other and
+show that the VAE differs only where it must:
+
+* an encoder *body* maps an image ``x`` to a feature vector ``h``;
+* the `Autoencoder` maps ``h`` to one latent point ``z`` with a linear layer;
+  the `VAE` maps ``h`` to the mean ``mu`` and log-variance ``log sigma^2`` of a
+  diagonal Gaussian ``q(z|x)`` with two linear heads, and samples ``z`` from it with
+  `VAE.reparameterise`;
+* a *decoder* maps ``z`` to the parameters of ``p(x|z)``: logits for a Bernoulli
+  likelihood, the mean for a Gaussian one. `LatentModel.decode` turns them into an
+  image (``sigmoid(logits)`` or the mean).
+
+Architectures (`ModelConfig.arch`):
+
+* ``"conv"``: stride-2 3x3 convolutions, one per entry of ``channels``, each halving
+  the height and width (rounding up), mirrored by transposed convolutions whose
+  output padding restores the exact input size. Any input size works: 28x28,
+  28x20, 64x64, 218x178, ...
+* ``"mlp"``: one hidden layer, the reference VAE of Kingma & Welling and of
+  pytorch/examples (784-400-20).
+* ``"linear"``: no hidden layer and no non-linearity, the autoencoder that PCA solves.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+Likelihood = Literal["bernoulli", "gaussian"]
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to rebuild a model; stored as JSON beside its weights.
+
+    Attributes:
+        kind: ``"ae"`` (deterministic autoencoder) or ``"vae"``.
+        arch: ``"conv"``, ``"mlp"`` or ``"linear"`` (see the module docstring).
+        in_shape: ``(C, H, W)`` of the images.
+        latent_dim: size of ``z``.
+        channels: conv only: output channels of each stride-2 stage, e.g. the drafts'
+            ``(16, 32, 64, 128, 256)``.
+        hidden: mlp only: width of the hidden layer.
+        likelihood: the decoder's distribution ``p(x|z)``: ``"bernoulli"`` (binary
+            cross-entropy) or ``"gaussian"`` with fixed standard deviation ``sigma``.
+        sigma: the Gaussian decoder's standard deviation (ignored for Bernoulli).
+    """
+
+    kind: Literal["ae", "vae"] = "vae"
+    arch: Literal["conv", "mlp", "linear"] = "conv"
+    in_shape: tuple[int, int, int] = (1, 28, 28)
+    latent_dim: int = 16
+    channels: tuple[int, ...] = (32, 64)
+    hidden: int = 400
+    likelihood: Likelihood = "bernoulli"
+    sigma: float = 1.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "in_shape", tuple(self.in_shape))
+        object.__setattr__(self, "channels", tuple(self.channels))
+        checks = [
+            (self.kind in ("ae", "vae"), f"kind must be 'ae' or 'vae', not {self.kind!r}"),
+            (self.arch in ("conv", "mlp", "linear"), f"arch must be 'conv', 'mlp' or 'linear', not {self.arch!r}"),
+            (self.likelihood in ("bernoulli", "gaussian"), f"likelihood must be 'bernoulli' or 'gaussian', not {self.likelihood!r}"),
+            (len(self.in_shape) == 3 and min(self.in_shape) > 0, f"in_shape must be (C, H, W), not {self.in_shape}"),
+            (self.latent_dim > 0 and self.sigma > 0, "latent_dim and sigma must be positive"),
+            (self.arch != "conv" or len(self.channels) > 0, "a conv model needs at least one channel stage"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
+        return cls(**d)
+
+
+def conv_sizes(height: int, width: int, stages: int) -> list[tuple[int, int]]:
+    """Spatial sizes after each stride-2, padding-1, 3x3 convolution: ``ceil(n / 2)`` each time."""
+    sizes = [(height, width)]
+    for _ in range(stages):
+        h, w = sizes[-1]
+        sizes.append(((h + 1) // 2, (w + 1) // 2))
+    return sizes
+
+
+class ConvEncoder(nn.Sequential):
+    """Stride-2 convolutions with ReLU, flattened: ``(N, C, H, W) -> (N, channels[-1] * h * w)``."""
+
+    def __init__(self, in_channels: int, channels: tuple[int, ...]) -> None:
+        layers: list[nn.Module] = []
+        for c_in, c_out in zip((in_channels,) + channels[:-1], channels):
+            layers += [nn.Conv2d(c_in, c_out, 3, stride=2, padding=1), nn.ReLU()]
+        super().__init__(*layers, nn.Flatten())
+
+
+class ConvDecoder(nn.Module):
+    """The mirror of `ConvEncoder`: ``z -> (N, C, H, W)`` with exactly the input's size.
+
+    A stride-2 transposed 3x3 convolution maps size ``n`` to ``2n - 1 + p``; the output
+    padding ``p = 1 - target % 2`` (per dimension) undoes each ``ceil(target / 2)``.
+    """
+
+    def __init__(self, latent_dim: int, out_shape: tuple[int, int, int], channels: tuple[int, ...]) -> None:
+        super().__init__()
+        c, h, w = out_shape
+        sizes = conv_sizes(h, w, len(channels))
+        self.start = (channels[-1],) + sizes[-1]
+        self.project = nn.Linear(latent_dim, channels[-1] * sizes[-1][0] * sizes[-1][1])
+        layers: list[nn.Module] = [nn.ReLU()]
+        outs = (channels[0],) + channels[:-1]  # stage i maps channels[i] -> channels[i-1] (stage 0 keeps channels[0])
+        for i in reversed(range(len(channels))):
+            th, tw = sizes[i]
+            layers += [nn.ConvTranspose2d(channels[i], outs[i], 3, stride=2, padding=1,
+                                          output_padding=(1 - th % 2, 1 - tw % 2)), nn.ReLU()]
+        layers.append(nn.Conv2d(channels[0], c, 3, padding=1))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(self.project(z).view(-1, *self.start))
+
+
+def _body_and_decoder(cfg: ModelConfig) -> tuple[nn.Module, int, nn.Module]:
+    """The encoder body, its feature size, and the decoder for an architecture."""
+    c, h, w = cfg.in_shape
+    d = c * h * w
+    if cfg.arch == "conv":
+        body = ConvEncoder(c, cfg.channels)
+        hh, ww = conv_sizes(h, w, len(cfg.channels))[-1]
+        return body, cfg.channels[-1] * hh * ww, ConvDecoder(cfg.latent_dim, cfg.in_shape, cfg.channels)
+    if cfg.arch == "mlp":
+        body = nn.Sequential(nn.Flatten(), nn.Linear(d, cfg.hidden), nn.ReLU())
+        decoder = nn.Sequential(nn.Linear(cfg.latent_dim, cfg.hidden), nn.ReLU(), nn.Linear(cfg.hidden, d),
+                                nn.Unflatten(1, cfg.in_shape))
+        return body, cfg.hidden, decoder
+    return nn.Flatten(), d, nn.Sequential(nn.Linear(cfg.latent_dim, d), nn.Unflatten(1, cfg.in_shape))
+
+
+class LatentModel(nn.Module):
+    """What autoencoders and VAEs share: the body, the decoder and the likelihood."""
+
+    config: ModelConfig
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.body, self.feature_dim, self.decoder = _body_and_decoder(config)
+
+    @property
+    def latent_dim(self) -> int:
+        return self.config.latent_dim
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """The image a latent vector decodes to: the mean of ``p(x|z)``.
+
+        Bernoulli: ``sigmoid(logits)``, the probability of each pixel being on, which
+        for grey images in [0, 1] is their expected value. Gaussian: the mean itself.
+        """
+        out = self.decoder(z)
+        return torch.sigmoid(out) if self.config.likelihood == "bernoulli" else out
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """One latent point per image: ``z`` for an autoencoder, the posterior mean ``mu`` for a VAE."""
+        raise NotImplementedError
+
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """``decode(embed(x))``: the deterministic reconstruction used in figures."""
+        return self.decode(self.embed(x))
+
+
+class Autoencoder(LatentModel):
+    """A deterministic autoencoder: ``z = f(x)``, ``x_hat = g(z)``."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__(config)
+        self.to_latent = nn.Linear(self.feature_dim, config.latent_dim)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """The latent code ``z = f(x)``, shape ``(N, latent_dim)``."""
+        return self.to_latent(self.body(x))
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encode(x)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``{"out": decoder output (logits or mean), "z": code}``."""
+        z = self.encode(x)
+        return {"out": self.decoder(z), "z": z}
+
+
+class VAE(LatentModel):
+    """A variational autoencoder with a diagonal Gaussian encoder and a standard normal prior.
+
+    ``q(z|x) = N(mu(x), diag(exp(logvar(x))))``; ``p(z) = N(0, I)``. The log-variance
+    head outputs ``log sigma^2`` (sigma is the standard deviation): any real number is a
+    valid log-variance, so the head needs no positivity constraint.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__(config)
+        self.to_mu = nn.Linear(self.feature_dim, config.latent_dim)
+        self.to_logvar = nn.Linear(self.feature_dim, config.latent_dim)
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The parameters ``(mu, logvar)`` of ``q(z|x)``, each ``(N, latent_dim)``."""
+        h = self.body(x)
+        return self.to_mu(h), self.to_logvar(h)
+
+    @staticmethod
+    def reparameterise(mu: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Sample ``z ~ N(mu, diag(exp(logvar)))`` as ``mu + sigma * eps`` with ``eps ~ N(0, I)``.
+
+        The randomness is in ``eps`` alone, so ``z`` is a differentiable function of
+        ``mu`` and ``logvar``: gradients of a loss on ``z`` flow back into the encoder.
+        """
+        eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+        return mu + torch.exp(0.5 * logvar) * eps
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encode(x)[0]
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``{"out": decoder output, "z": a sample from q(z|x), "mu": ..., "logvar": ...}``."""
+        mu, logvar = self.encode(x)
+        z = self.reparameterise(mu, logvar)
+        return {"out": self.decoder(z), "z": z, "mu": mu, "logvar": logvar}
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``n`` new images: ``z ~ N(0, I)`` decoded to the mean of ``p(x|z)``."""
+        device = next(self.parameters()).device
+        z = torch.randn(n, self.latent_dim, generator=generator, device="cpu").to(device)
+        return self.decode(z)
+
+
+def build_model(config: ModelConfig | dict[str, Any]) -> Autoencoder | VAE:
+    """The model a config describes, freshly initialised."""
+    if isinstance(config, dict):
+        config = ModelConfig.from_dict(config)
+    return (VAE if config.kind == "vae" else Autoencoder)(config)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """The number of trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+__all__ = ["ModelConfig", "Autoencoder", "VAE", "LatentModel", "build_model", "conv_sizes", "count_parameters",
+           "ConvEncoder", "ConvDecoder"]
