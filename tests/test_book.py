@@ -3,6 +3,7 @@
 import re
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,7 +24,7 @@ def _chapters() -> list[str]:
 
 def test_quarto_lists_every_chapter_and_only_existing_ones():
     listed = _chapters()
-    on_disk = sorted(["index.qmd"] + [str(p.relative_to(ROOT)) for p in (ROOT / "chapters").glob("*.qmd")])
+    on_disk = sorted([p.name for p in ROOT.glob("*.qmd")] + [str(p.relative_to(ROOT)) for p in (ROOT / "chapters").glob("*.qmd")])
     assert sorted(listed) == on_disk
     assert len(listed) == len(set(listed))
 
@@ -38,5 +39,46 @@ def test_every_image_a_chapter_includes_exists():
 def test_every_cross_reference_has_a_target():
     text = "\n".join((ROOT / c).read_text() for c in _chapters())
     labels = set(re.findall(r"#((?:fig|eq|sec|tbl|thm|lem)-[\w-]+)", text))
+    labels |= set(re.findall(r"#\|\s*label:\s*((?:fig|tbl)-[\w-]+)", text))  # labels of figure/table cells
     for ref in set(re.findall(r"@((?:fig|eq|sec|tbl|thm|lem)-[\w-]*\w)", text)):
         assert ref in labels, f"@{ref} has no target"
+
+
+def _executable() -> list[str]:
+    from vaebook.book import python_cells
+
+    return [c for c in _chapters() if python_cells(ROOT / c)]
+
+
+@pytest.mark.parametrize("chapter", _executable())
+def test_chapter_cells_execute_in_a_kernel(chapter):
+    """Every Python cell of the chapter runs, in order, in one Jupyter kernel started in the chapter's folder."""
+    from vaebook.book import execute_chapter
+
+    nb = execute_chapter(ROOT / chapter, timeout=300)
+    errors = [o for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    assert not errors
+
+
+def test_numbered_chapters_link_their_colab_notebook():
+    for chapter in _chapters():
+        if chapter.startswith("chapters/") and Path(chapter).name[:2].isdigit():
+            text = (ROOT / chapter).read_text()
+            assert f'colab_badge("{Path(chapter).stem}.ipynb")' in text, chapter
+
+
+def test_colab_urls_come_from_the_configured_repository():
+    from vaebook.book import colab_url, repo_url
+
+    repo = repo_url(ROOT / "_quarto.yml")
+    assert colab_url("01-x.ipynb", ROOT / "_quarto.yml") == (
+        "https://colab.research.google.com/github/" + repo.removeprefix("https://github.com/")
+        + "/blob/main/notebooks/01-x.ipynb")
+
+
+def test_every_citation_is_in_the_bibliography():
+    bib = (ROOT / "references.bib").read_text()
+    keys = set(re.findall(r"@\w+\{([^,]+),", bib))
+    text = "\n".join((ROOT / c).read_text() for c in _chapters())
+    cited = set(re.findall(r"(?<![\w.])@([a-z]+\d{4}[a-z]?)\b", text))
+    assert cited <= keys, sorted(cited - keys)

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+import torch
 
 from vaebook import experiments
 from vaebook.checkpoints import PRETRAINED_DIR, load_pretrained, manifest, sha256
@@ -29,10 +30,14 @@ def test_manifest_entry_is_complete_and_matches_the_file(name):
     assert ModelConfig.from_dict(entry["config"]) == experiments.get(name).model
     assert entry["epochs"] == experiments.get(name).train.epochs == len(entry["history"])
     assert Path(entry["file"]).suffix == ".safetensors"
+    model = load_pretrained(name)  # hash-checked, no pickle
+    images = model.decode(torch.zeros(3, model.latent_dim))
+    assert images.shape == (3, 1, 28, 28) and torch.isfinite(images).all()
 
 
+# Re-evaluating all 10,000 test images is a few seconds per conv model on 2 cores: check one model of each kind.
 @pytest.mark.skipif(not DEBIAN_FASHION_MNIST.exists(), reason="needs the Fashion-MNIST Debian package")
-@pytest.mark.parametrize("name", BOOK)
+@pytest.mark.parametrize("name", ["fmnist-ae", "fmnist-vae", "fmnist-mlp-vae", "fmnist-linear-ae"])
 def test_shipped_model_reproduces_its_recorded_test_metrics(name):
     model = load_pretrained(name)
     got = dataset_loss(model, fashion_mnist("test", download=False), beta=experiments.get(name).train.beta)

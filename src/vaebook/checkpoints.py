@@ -168,8 +168,11 @@ def load_checkpoint_info(run_dir: str | os.PathLike) -> dict[str, Any] | None:
     if not path.exists():
         return None
     info = read_json(path)
-    if info.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path} has format {info.get('format')!r}; this vaebook reads format {CHECKPOINT_FORMAT}.")
+    if isinstance(info, dict) and "format" in info and info["format"] != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} has format {info['format']!r}; this vaebook reads format {CHECKPOINT_FORMAT}.")
+    if not isinstance(info, dict) or any(k not in info for k in ("format", "epoch", "tensors", "sha256", "optimizer")):
+        raise CheckpointError(f"{path} is not a vaebook checkpoint (it lacks fields such as 'epoch' and 'tensors'); "
+                              "remove the run folder or pass --restart.")
     return info
 
 

@@ -23,12 +23,16 @@ def _common(p: argparse.ArgumentParser, out_default: str, out_help: str) -> None
     p.add_argument("--no-download", action="store_true", help="never download data; fail if it is not on disk")
     p.add_argument("--out", default=out_default, metavar="DIR", help=out_help)
     p.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
+    p.add_argument("--weights", default=None, metavar="DIR",
+                   help="pretrained weights folder with manifest.json (default: the one inside the package)")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m vaebook", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    sub.add_parser("list", help="list the experiments and which have shipped weights")
+    p = sub.add_parser("list", help="list the experiments, with the test loss and time of their shipped weights")
+    p.add_argument("--weights", default=None, metavar="DIR",
+                   help="pretrained weights folder with manifest.json (default: the one inside the package)")
 
     p = sub.add_parser("train", help="train one experiment (resumes if interrupted)")
     p.add_argument("name", help="experiment name (see `list`)")
@@ -40,7 +44,6 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p, "runs", "folder for run directories (default: runs)")
 
     p = sub.add_parser("figures", help="draw the book's figures from the pretrained weights")
-    p.add_argument("--weights", default=None, metavar="DIR", help="pretrained weights folder (default: the shipped one)")
     _common(p, "images", "folder for the PNG files (default: images)")
 
     p = sub.add_parser("reproduce", help="train every book experiment, ship its weights, redraw the figures")
@@ -74,8 +77,9 @@ def _train_one(name: str, args: argparse.Namespace, publish: bool) -> None:
     print(f"{name}: {len(result.history)} epochs, test loss {last.get('test_loss', float('nan')):.2f} nats/image, "
           f"{time.perf_counter() - t0:.0f} s; model in {run_dir}")
     if publish:
-        entry = checkpoints.publish(run_dir, name)
-        print(f"{name}: published to {checkpoints.PRETRAINED_DIR / entry['file']}")
+        folder = Path(args.weights) if args.weights else checkpoints.PRETRAINED_DIR
+        entry = checkpoints.publish(run_dir, name, folder)
+        print(f"{name}: published to {folder / entry['file']}")
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -84,10 +88,15 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.command == "list":
         from .checkpoints import manifest
 
-        shipped = manifest()
-        print(f"{'name':<18} {'data':<14} {'weights':<8} description")
+        shipped = manifest(args.weights)
+        print(f"{'name':<24} {'epochs':>6} {'test loss':>9} {'train time':>10}  description")
         for e in experiments.EXPERIMENTS.values():
-            print(f"{e.name:<18} {e.data:<14} {'yes' if e.name in shipped else '-':<8} {e.description}")
+            w = shipped.get(e.name)
+            stats = (f"{w['epochs']:>6} {w['test_metrics']['loss']:>9.2f} {w['wall_time_s']:>9.0f}s" if w
+                     else f"{e.train.epochs:>6} {'-':>9} {'-':>10}")
+            print(f"{e.name:<24} {stats}  {e.description}")
+        print("test loss: nats per test image, from the shipped weights' manifest; train time: seconds of "
+              "training epochs on the device recorded there ('-': no shipped weights).")
         return 0
     if args.command == "train":
         if args.name not in experiments.EXPERIMENTS:
@@ -109,7 +118,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     for e in experiments.EXPERIMENTS.values():
         if e.book:
             _train_one(e.name, args, publish=True)
-    written = book_figures(args.images, data_root=args.data_root, device=args.device, download=not args.no_download)
+    written = book_figures(args.images, weights=args.weights, data_root=args.data_root, device=args.device,
+                           download=not args.no_download)
     print(f"reproduce: trained and published {sum(e.book for e in experiments.EXPERIMENTS.values())} models, "
           f"wrote {len(written)} figures to {args.images} in {time.perf_counter() - t0:.0f} s")
     return 0

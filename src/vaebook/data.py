@@ -28,6 +28,7 @@ import gzip
 import hashlib
 import json
 import os
+import shutil
 import struct
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
@@ -169,6 +170,8 @@ def read_idx(path: str | os.PathLike) -> torch.Tensor:
         raise DataCorruptError(f"{path} is not a uint8 IDX file (bad header {data[:4]!r}); delete it and get the data again.")
     ndim = data[3]
     header = 4 + 4 * ndim
+    if len(data) < header:
+        raise DataCorruptError(f"{path} is truncated: its header is cut short; delete it and get the data again.")
     dims = struct.unpack(f">{ndim}I", data[4:header])
     if len(data) - header != int(np.prod(dims)):
         raise DataCorruptError(
@@ -267,8 +270,14 @@ def _unpack_celeba_zip(folder: Path) -> None:
                 + CELEBA_SOURCES
             )
         raise DataCorruptError(f"{archive} is not a zip archive (truncated download?). Delete it and download it again.")
+    # Extract into a temporary folder and rename it, so an interrupted unpack leaves no partial image folder.
+    staging = folder / ".img_align_celeba.unpacking"
+    shutil.rmtree(staging, ignore_errors=True)
     with zipfile.ZipFile(archive) as z:
-        z.extractall(folder)
+        z.extractall(staging)
+    inner = staging / "img_align_celeba"
+    os.replace(inner if inner.is_dir() else staging, folder / "img_align_celeba")
+    shutil.rmtree(staging, ignore_errors=True)
 
 
 def _read_attributes(path: Path) -> tuple[list[str], list[str], np.ndarray]:
@@ -344,6 +353,9 @@ def celeba(split: Split = "train", root: str | os.PathLike | None = None, size: 
         crop: centre-crop the face box (148x148 of 178x218, scaled) before resizing,
             the usual 64x64 recipe. With ``crop=False`` the whole image is resized.
         cache: keep decoded images in ``cache_dir()`` so later loads skip JPEG decoding.
+            The cache is keyed by the folder, the list of images and the attribute
+            file; if you replace JPEGs in place, pass ``cache=False`` once (or delete
+            the ``celeba-*.safetensors`` files there).
     """
     _check_split(split)
     here = Path.cwd()

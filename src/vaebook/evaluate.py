@@ -68,3 +68,144 @@ def embed_dataset(model: LatentModel, data: ImageDataset | torch.Tensor, batch_s
     images = _images(data)
     return torch.cat([model.embed(to_float(images[i:i + batch_size].to(device))).float().cpu()
                       for i in range(0, len(images), batch_size)])
+
+
+@torch.no_grad()
+def reconstruction_errors(model: LatentModel, data: ImageDataset | torch.Tensor, batch_size: int = 1000,
+                          inputs: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean squared error per image between each image and ``decode(embed(input))``, on the CPU.
+
+    ``inputs`` (floats in [0, 1], same shape) replaces the images fed to the model,
+    e.g. noisy copies for denoising; the error is always measured against ``data``.
+    """
+    model.eval()
+    device = _device_of(model)
+    images = _images(data)
+    errors = []
+    for i in range(0, len(images), batch_size):
+        x = to_float(images[i:i + batch_size].to(device))
+        x_in = x if inputs is None else inputs[i:i + batch_size].to(device)
+        errors.append((model.reconstruct(x_in).float() - x).pow(2).flatten(1).mean(1).cpu())
+    return torch.cat(errors)
+
+
+def roc_auc(negatives: torch.Tensor, positives: torch.Tensor) -> float:
+    """Area under the ROC curve for telling ``positives`` (higher scores) from ``negatives``.
+
+    Equals the probability that a random positive scores above a random negative (ties
+    count half): the Mann-Whitney U statistic divided by the number of pairs.
+    """
+    scores = torch.cat([negatives, positives]).double()
+    ranks = torch.empty_like(scores)
+    order = scores.argsort()
+    ranks[order] = torch.arange(1, len(scores) + 1, dtype=torch.float64)
+    for value in scores.unique()[torch.unique(scores, return_counts=True)[1] > 1]:  # average ranks of ties
+        tied = scores == value
+        ranks[tied] = ranks[tied].mean()
+    n_neg, n_pos = len(negatives), len(positives)
+    u = ranks[n_neg:].sum() - n_pos * (n_pos + 1) / 2
+    return float(u / (n_neg * n_pos))
+
+
+def kmeans(points: torch.Tensor, k: int, seed: int = 0, iterations: int = 100) -> torch.Tensor:
+    """Cluster labels from k-means (Lloyd's algorithm, k-means++ start, fixed seed)."""
+    from scipy.cluster.vq import kmeans2
+
+    _, labels = kmeans2(points.double().numpy(), k, iter=iterations, minit="++", seed=seed)
+    return torch.from_numpy(labels).long()
+
+
+def cluster_purity(clusters: torch.Tensor, labels: torch.Tensor) -> float:
+    """Fraction of points whose cluster's most common true label is their own label."""
+    table = torch.zeros(int(clusters.max()) + 1, int(labels.max()) + 1)
+    table.index_put_((clusters, labels), torch.ones(len(labels)), accumulate=True)
+    return float(table.max(1).values.sum() / len(labels))
+
+
+def normalized_mutual_information(clusters: torch.Tensor, labels: torch.Tensor) -> float:
+    """``I(C; Y) / sqrt(H(C) H(Y))`` between cluster assignments and true labels (1 = identical partitions)."""
+    table = torch.zeros(int(clusters.max()) + 1, int(labels.max()) + 1, dtype=torch.float64)
+    table.index_put_((clusters, labels), torch.ones(len(labels), dtype=torch.float64), accumulate=True)
+    p = table / table.sum()
+    pc, py = p.sum(1, keepdim=True), p.sum(0, keepdim=True)
+    nz = p > 0
+    mi = (p[nz] * (p[nz] / (pc @ py)[nz]).log()).sum()
+    h = lambda q: -(q[q > 0] * q[q > 0].log()).sum()  # noqa: E731
+    return float(mi / (h(pc) * h(py)).sqrt())
+
+
+def pca(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Principal components of the rows of ``x`` (N, D): ``(mean, components (k, D), variances (k,))``.
+
+    From the eigendecomposition of the D x D covariance, in float64; components are
+    orthonormal rows sorted by decreasing variance.
+    """
+    x = x.double().flatten(1)
+    mean = x.mean(0)
+    cov = torch.cov((x - mean).T)
+    variances, vectors = torch.linalg.eigh(cov)
+    top = variances.argsort(descending=True)[:k]
+    return mean, vectors[:, top].T.contiguous(), variances[top]
+
+
+def principal_angles(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Principal angles in degrees between the column spaces of ``a`` (D, k) and ``b`` (D, m).
+
+    All zero exactly when one space contains the other; 90 for orthogonal directions.
+    """
+    qa, _ = torch.linalg.qr(a.double())
+    qb, _ = torch.linalg.qr(b.double())
+    cosines = torch.linalg.svdvals(qa.T @ qb).clamp(-1, 1)
+    return torch.rad2deg(torch.arccos(cosines))
+
+
+@torch.no_grad()
+def log_likelihood_estimate(model: VAE, x: torch.Tensor, k: int, proposal: str = "posterior",
+                            generator: torch.Generator | None = None, chunk: int = 100_000) -> torch.Tensor:
+    """An importance-sampling estimate of ``log p(x)`` per image, from ``k`` samples of z.
+
+    ``log (1/k) sum_i p(x|z_i) p(z_i) / r(z_i)`` with ``z_i ~ r``: ``r = q(z|x)`` (the
+    encoder: the IWAE bound, equal in expectation to the ELBO at ``k = 1``) or ``r = p(z)``
+    (the prior: naive Monte Carlo, ``(1/k) sum_i p(x|z_i)``). Samples are drawn in
+    batches of about ``chunk`` decoder evaluations and combined with logsumexp in
+    float64, so no ``p(x|z)`` underflows. In expectation both are lower bounds that
+    rise to ``log p(x)`` as ``k`` grows; the prior needs astronomically many samples.
+    """
+    from .losses import LOG_2PI
+
+    model.eval()
+    device = _device_of(model)
+    x = x.to(device)
+    n = len(x)
+    mu, logvar = model.encode(x)
+    if proposal == "prior":
+        mu, logvar = torch.zeros_like(mu), torch.zeros_like(logvar)
+    elif proposal != "posterior":
+        raise ValueError(f"proposal must be 'posterior' or 'prior', not {proposal!r}")
+    cfg = model.config
+    per = max(1, min(k, chunk // n))  # samples per image in one batch
+    log_w = []
+    for start in range(0, k, per):
+        m = min(per, k - start)
+        mu_m, logvar_m = mu.repeat(m, 1), logvar.repeat(m, 1)  # (m * n, d), sample-major
+        z = model.reparameterise(mu_m, logvar_m, generator=generator)
+        x_m = x.repeat(m, *([1] * (x.dim() - 1)))
+        log_px_z = log_likelihood(model.decoder(z), x_m, cfg.likelihood, cfg.sigma).double()
+        log_pz = (-0.5 * (z.pow(2) + LOG_2PI)).sum(1).double()
+        log_r = (-0.5 * ((z - mu_m).pow(2) / logvar_m.exp() + logvar_m + LOG_2PI)).sum(1).double()
+        log_w.append((log_px_z + log_pz - log_r).view(m, n))
+    log_w = torch.cat(log_w)
+    return (torch.logsumexp(log_w, 0) - torch.log(torch.tensor(float(k), dtype=torch.float64))).cpu()
+
+
+@torch.no_grad()
+def kl_per_dimension(model: VAE, data: ImageDataset | torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """The average KL(q(z_j|x) || N(0, 1)) of each latent dimension j over a data set (nats)."""
+    model.eval()
+    images = _images(data)
+    device = _device_of(model)
+    total = torch.zeros(model.latent_dim, dtype=torch.float64)
+    for i in range(0, len(images), batch_size):
+        mu, logvar = model.encode(to_float(images[i:i + batch_size].to(device)))
+        total += (0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar)).sum(0).double().cpu()
+    return total / len(images)

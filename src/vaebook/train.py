@@ -50,6 +50,9 @@ class TrainConfig:
         beta: weight of the KL term (1 = the ELBO; ignored by autoencoders).
         seed: seeds the initial weights, the shuffles and the sampling noise.
         log_every: steps between progress updates and NaN checks (host syncs).
+        noise_std: standard deviation of Gaussian noise added to the inputs (clipped
+            to [0, 1]) while the loss compares with the clean images: a denoising
+            autoencoder. 0 trains an ordinary one.
     """
 
     epochs: int = 10
@@ -58,6 +61,7 @@ class TrainConfig:
     beta: float = 1.0
     seed: int = 0
     log_every: int = 50
+    noise_std: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -135,7 +139,10 @@ def train(model_config: ModelConfig, train_config: TrainConfig, train_set: Image
     start_epoch, elapsed = 0, 0.0
     info = load_checkpoint_info(run_dir) if resume else None
     if info is not None:
-        same_train = {**info["train"], "epochs": tcfg.epochs} == tcfg.to_dict()
+        if any(k not in info for k in ("model", "train", "history", "wall_time_s")):
+            raise CheckpointError(f"{run_dir / 'checkpoint.json'} was not written by vaebook.train; "
+                                  "use another --out folder, or pass --restart to overwrite it.")
+        same_train = {**TrainConfig().to_dict(), **info["train"], "epochs": tcfg.epochs} == tcfg.to_dict()
         if ModelConfig.from_dict(info["model"]) != cfg or not same_train:
             raise CheckpointError(
                 f"{run_dir} holds a checkpoint of a different configuration. "
@@ -156,8 +163,9 @@ def train(model_config: ModelConfig, train_config: TrainConfig, train_set: Image
         bar = _progress(steps_per_epoch, f"epoch {epoch + 1}/{tcfg.epochs}", progress)
         for step, idx in enumerate(shuffled_batches(len(images), tcfg.batch_size, tcfg.seed, epoch), 1):
             x = to_float(images[idx.to(device)])
+            x_in = (x + tcfg.noise_std * torch.randn_like(x)).clamp_(0, 1) if tcfg.noise_std > 0 else x
             with autocast:
-                output = model(x)
+                output = model(x_in)
             terms = loss_terms({k: v.float() for k, v in output.items()}, x, cfg.likelihood, cfg.sigma, tcfg.beta)
             optimizer.zero_grad(set_to_none=True)
             terms["loss"].backward()

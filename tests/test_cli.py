@@ -1,0 +1,238 @@
+"""The command line, in-process through `vaebook.cli.main` and as ``python -m vaebook`` subprocesses."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import make_fmnist
+from vaebook import checkpoints, experiments
+from vaebook.cli import main
+
+NAMES = list(experiments.EXPERIMENTS)
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    """In-process and subprocess runs that cannot see the machine's data or caches."""
+    monkeypatch.delenv("VAEBOOK_DATA", raising=False)
+    monkeypatch.setenv("VAEBOOK_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    sub_env = {k: v for k, v in os.environ.items() if k != "VAEBOOK_DATA"}
+    sub_env["VAEBOOK_CACHE"] = str(tmp_path / "cache")
+    return sub_env
+
+
+def run_cli(args: list[str], sub_env: dict, cwd) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "vaebook", *args], capture_output=True, text=True, env=sub_env,
+                          cwd=cwd, timeout=120)
+
+
+@pytest.fixture
+def fake_fmnist(tmp_path):
+    folder = tmp_path / "fmnist"
+    make_fmnist(folder, n_train=64, n_test=32, random=True, seed=1)
+    return folder
+
+
+def tiny_train(data_root, out, epochs: int = 1) -> int:
+    return main(["train", "fmnist-mlp-vae", "--data-root", str(data_root), "--epochs", str(epochs),
+                 "--out", str(out), "--quiet", "--device", "cpu", "--no-download"])
+
+
+# --------------------------------------------------------------------------- list, help, usage errors
+
+
+def test_list_names_every_experiment(env, capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert lines[0].split()[:3] == ["name", "epochs", "test"]
+    listed = [line.split()[0] for line in lines[1:len(NAMES) + 1]]
+    assert listed == NAMES
+    shipped = checkpoints.manifest()
+    for line in lines[1:len(NAMES) + 1]:
+        name, epochs, loss = line.split()[:3]
+        assert int(epochs) == (shipped[name]["epochs"] if name in shipped else experiments.get(name).train.epochs)
+        assert loss == (f"{shipped[name]['test_metrics']['loss']:.2f}" if name in shipped else "-")
+    for e in experiments.EXPERIMENTS.values():
+        assert e.description in out
+    assert {"fmnist-ae", "fmnist-ae-2d", "fmnist-vae", "fmnist-vae-2d", "fmnist-mlp-vae"} <= set(NAMES)
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["train", "--help"], ["list", "--help"]])
+def test_help_exits_zero(env, capsys, argv):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert "usage:" in out
+    if argv[0] == "train":
+        assert "--epochs" in out and "--data-root" in out and "--no-download" in out
+
+
+def test_unknown_experiment_is_a_usage_error(env, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["train", "no-such-experiment"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "usage:" in err and "no-such-experiment" in err
+    for name in NAMES:
+        assert name in err
+
+
+@pytest.mark.parametrize("argv", [
+    ["train", "fmnist-vae", "--no-such-flag"],
+    ["train", "fmnist-vae", "--epochs", "0"],
+    ["train", "fmnist-vae", "--epochs", "-3"],
+    ["train", "fmnist-vae", "--epochs", "two"],
+    ["train", "fmnist-vae", "--lr", "0"],
+    ["train"],
+    ["frobnicate"],
+    [],
+], ids=["unknown-flag", "epochs-0", "epochs-negative", "epochs-not-int", "lr-0", "no-name", "unknown-command",
+        "nothing"])
+def test_bad_arguments_exit_2(env, capsys, argv, tmp_path):
+    with pytest.raises(SystemExit) as info:
+        main(argv + ["--out", str(tmp_path / "out")] if argv[:1] == ["train"] and len(argv) > 1 else argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "usage:" in err and "error:" in err
+    if "--epochs" in argv and argv[-1] in ("0", "-3"):
+        assert "--epochs must be positive" in err
+    assert not (tmp_path / "out").exists()
+
+
+# --------------------------------------------------------------------------- errors a user can fix: exit 1, one message
+
+
+def test_missing_data_is_one_message_without_traceback(env, tmp_path):
+    empty = tmp_path / "empty-data"
+    empty.mkdir()
+    proc = run_cli(["train", "fmnist-mlp-vae", "--data-root", str(empty), "--no-download",
+                    "--out", str(tmp_path / "out"), "--quiet"], env, tmp_path)
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout
+    assert proc.stderr.count("vaebook: error:") == 1
+    assert proc.stderr.startswith("vaebook: error: Fashion-MNIST was not found")
+    assert str(empty) in proc.stderr
+    assert "apt-get install dataset-fashion-mnist" in proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_data_in_process(env, tmp_path, capsys):
+    empty = tmp_path / "empty-data"
+    empty.mkdir()
+    assert main(["train", "fmnist-vae", "--data-root", str(empty), "--no-download", "--out", str(tmp_path / "o")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("vaebook: error:") == 1 and str(empty) in err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_without_cuda_exits_1(env, tmp_path, capsys, fake_fmnist):
+    code = main(["train", "fmnist-mlp-vae", "--data-root", str(fake_fmnist), "--epochs", "1",
+                 "--out", str(tmp_path / "out"), "--quiet", "--device", "cuda"])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert err.startswith("vaebook: error:") and "CUDA" in err and "--device cpu" in err
+    assert not (tmp_path / "out" / "fmnist-mlp-vae" / "checkpoint.json").exists()
+
+
+def test_unknown_device_exits_1(env, tmp_path, capsys, fake_fmnist):
+    code = main(["train", "fmnist-mlp-vae", "--data-root", str(fake_fmnist), "--epochs", "1",
+                 "--out", str(tmp_path / "out"), "--quiet", "--device", "tpu9"])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "vaebook: error:" in err and "tpu9" in err
+
+
+# --------------------------------------------------------------------------- a real (tiny) training run
+
+
+def test_tiny_training_run_and_resume(env, tmp_path, capsys, fake_fmnist):
+    out = tmp_path / "out"
+    assert tiny_train(fake_fmnist, out, epochs=1) == 0
+    stdout = capsys.readouterr().out
+    assert stdout.startswith("fmnist-mlp-vae: 1 epochs, test loss ")
+    run = out / "fmnist-mlp-vae"
+    assert {"model.json", "model.safetensors", "history.json", "checkpoint.json",
+            "epoch-0001.safetensors"} <= {p.name for p in run.iterdir()}
+
+    history = json.loads((run / "history.json").read_text())
+    assert len(history) == 1 and history[0]["epoch"] == 1
+    # random pixels under a Bernoulli likelihood: about 784 * ln 2 = 543 nats per image at best, finite
+    assert 300 < history[0]["train_loss"] < 5000 and 300 < history[0]["test_loss"] < 5000
+    assert history[0]["test_loss"] == pytest.approx(history[0]["test_recon"] + history[0]["test_kl"], rel=1e-4)
+
+    meta = json.loads((run / "model.json").read_text())
+    assert meta["experiment"] == "fmnist-mlp-vae" and meta["data"] == "fashion-mnist"
+    assert meta["epochs"] == 1 and meta["train"]["epochs"] == 1
+    assert meta["sha256"] == checkpoints.sha256(run / "model.safetensors")
+    assert meta["config"] == experiments.get("fmnist-mlp-vae").model.to_dict() | {"in_shape": [1, 28, 28],
+                                                                                   "channels": [32, 64]}
+    model = checkpoints.load_model(run)
+    assert model.config == experiments.get("fmnist-mlp-vae").model
+    with torch.no_grad():
+        assert torch.isfinite(model.embed(torch.rand(2, 1, 28, 28))).all()
+
+    # the same command with more epochs resumes from epoch 1
+    assert tiny_train(fake_fmnist, out, epochs=2) == 0
+    assert capsys.readouterr().out.startswith("fmnist-mlp-vae: 2 epochs")
+    history2 = json.loads((run / "history.json").read_text())
+    assert [h["epoch"] for h in history2] == [1, 2]
+    assert history2[0] == history[0]  # epoch 1 was not redone
+    names = {p.name for p in run.iterdir()}
+    assert "epoch-0002.safetensors" in names and "epoch-0001.safetensors" not in names
+    assert json.loads((run / "checkpoint.json").read_text())["epoch"] == 2
+
+
+def test_damaged_checkpoint_is_reported_without_traceback(env, tmp_path, capsys, fake_fmnist):
+    out = tmp_path / "out"
+    assert tiny_train(fake_fmnist, out, epochs=1) == 0
+    capsys.readouterr()
+    damaged = out / "fmnist-mlp-vae" / "epoch-0001.safetensors"
+    damaged.write_bytes(b"this is not the checkpoint you are looking for" * 10)
+
+    proc = run_cli(["train", "fmnist-mlp-vae", "--data-root", str(fake_fmnist), "--epochs", "2", "--out", str(out),
+                    "--quiet", "--device", "cpu", "--no-download"], env, tmp_path)
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout
+    assert proc.stderr.count("vaebook: error:") == 1
+    assert str(damaged) in proc.stderr
+    assert "sha256" in proc.stderr and "damaged" in proc.stderr
+    # nothing was overwritten: the checkpoint still points at epoch 1 and the file is kept for inspection
+    info = json.loads((out / "fmnist-mlp-vae" / "checkpoint.json").read_text())
+    assert info["epoch"] == 1 and damaged.read_bytes().startswith(b"this is not")
+    assert len(json.loads((out / "fmnist-mlp-vae" / "history.json").read_text())) == 1
+
+
+def test_checkpoint_of_other_config_is_refused(env, tmp_path, capsys, fake_fmnist):
+    out = tmp_path / "out"
+    assert tiny_train(fake_fmnist, out, epochs=1) == 0
+    capsys.readouterr()
+    code = main(["train", "fmnist-mlp-vae", "--data-root", str(fake_fmnist), "--epochs", "2", "--lr", "0.5",
+                 "--out", str(out), "--quiet", "--device", "cpu"])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "different configuration" in err and "--restart" in err
+
+
+def test_reproduce_trains_publishes_and_draws_end_to_end(env, tmp_path, fake_fmnist):
+    """The README's main job, on tiny data: every book model trained, published with hashes, figures drawn."""
+    weights, images = tmp_path / "weights", tmp_path / "images"
+    code = main(["reproduce", "--epochs", "1", "--data-root", str(fake_fmnist), "--out", str(tmp_path / "runs"),
+                     "--weights", str(weights), "--images", str(images), "--device", "cpu", "--quiet"])
+    assert code == 0
+    shipped = checkpoints.manifest(weights)
+    assert sorted(shipped) == sorted(e.name for e in experiments.EXPERIMENTS.values() if e.book)
+    for name, entry in shipped.items():
+        assert checkpoints.sha256(weights / entry["file"]) == entry["sha256"]
+        assert entry["epochs"] == 1 and entry["device"] == "cpu"
+    pngs = sorted(p.name for p in images.glob("*.png"))
+    assert "fmnist-reconstructions.png" in pngs and "fmnist-vae-2d-manifold.png" in pngs and len(pngs) >= 10
+    assert all((images / p).read_bytes()[:4] == b"\x89PNG" for p in pngs)
