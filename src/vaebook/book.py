@@ -74,11 +74,75 @@ def execute_chapter(qmd: str | Path, timeout: int = 600):
     return nb
 
 
-if __name__ == "__main__":  # python -m vaebook.book chapters/NAME.qmd ...: execute chapters, report time
+# --------------------------------------------------------------------------- companion notebooks
+
+NOTEBOOKS = ROOT / "notebooks"
+SETUP_CODE = '''# Setup: on Colab, install vaebook (with its pretrained weights) from the repository.
+# On your own machine, after `pip install -e ".[test,book]"`, this cell does nothing.
+import subprocess
+import sys
+
+if "google.colab" in sys.modules:
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "vaebook @ git+{repo}"], check=True)'''
+DEVICE_CODE = '''import torch
+
+from vaebook.train import pick_device
+
+device = pick_device()  # cuda if there is a GPU (Colab: Runtime > Change runtime type), else mps or cpu
+print("vaebook will use:", device.type + (f" ({torch.cuda.get_device_name()})" if device.type == "cuda" else ""))'''
+
+
+def notebook_header(notebook: str, title: str, chapter: str, quarto_yml: str | Path = QUARTO_YML) -> list:
+    """The first three cells every companion notebook starts with.
+
+    A Markdown cell with the title, the "Open in Colab" badge and a pointer to the
+    chapter; a setup cell that installs vaebook on Colab only; a cell that reports the
+    device. URLs come from ``book.repo-url`` in ``_quarto.yml``, like the book's.
+    """
+    import nbformat
+
+    intro = (f"# {title}\n\n{colab_badge(notebook, quarto_yml)}\n\n"
+             f"The hands-on companion of the chapter *{title}* (`{chapter}` in the book). The chapter has "
+             "the theory; here you run the code, look at the results and turn the knobs. Run the cells "
+             "from top to bottom.")
+    return [nbformat.v4.new_markdown_cell(intro),
+            nbformat.v4.new_code_cell(SETUP_CODE.format(repo=repo_url(quarto_yml))),
+            nbformat.v4.new_code_cell(DEVICE_CODE)]
+
+
+def execute_notebook(path: str | Path, timeout: int = 600) -> None:
+    """Restart and run a notebook top to bottom in its folder, then save it with its outputs.
+
+    This is how the committed outputs are produced (``python -m vaebook.book --notebooks``);
+    ``pytest --nbval`` later re-runs the notebook and compares against them.
+    """
+    import nbformat
+    from nbclient import NotebookClient
+
+    path = Path(path)
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.outputs, cell.execution_count = [], None
+    NotebookClient(nb, timeout=timeout, kernel_name="python3",
+                   resources={"metadata": {"path": str(path.parent.resolve())}}).execute()
+    nbformat.write(nb, path)
+
+
+if __name__ == "__main__":
+    # python -m vaebook.book chapters/NAME.qmd ...       execute chapters' cells, report the time
+    # python -m vaebook.book --notebooks [NAME.ipynb ...]  re-run notebooks in place, saving outputs
     import sys
     import time
 
-    for name in sys.argv[1:]:
+    args = sys.argv[1:]
+    if args and args[0] == "--notebooks":
+        names = args[1:] or sorted(p.name for p in NOTEBOOKS.glob("*.ipynb"))
+        for name in names:
+            t0 = time.perf_counter()
+            execute_notebook(NOTEBOOKS / Path(name).name)
+            print(f"{name}: executed and saved in {time.perf_counter() - t0:.1f} s")
+    for name in (a for a in args if a.endswith(".qmd")):
         t0 = time.perf_counter()
         done = execute_chapter(name)
         print(f"{name}: {len(done.cells)} cells executed in {time.perf_counter() - t0:.1f} s")

@@ -81,6 +81,13 @@ def image_grid_figure(images: torch.Tensor, nrow: int = 8, title: str | None = N
 
 
 @torch.no_grad()
+def _reconstruct(model: LatentModel, x: torch.Tensor) -> torch.Tensor:
+    """``model.reconstruct(x)`` on the model's device, returned on the CPU in [0, 1]."""
+    model.eval()
+    return model.reconstruct(x.to(next(model.parameters()).device)).float().cpu().clamp(0, 1)
+
+
+@torch.no_grad()
 def _decode(model: LatentModel, z: torch.Tensor) -> torch.Tensor:
     model.eval()
     device = next(model.parameters()).device
@@ -97,9 +104,7 @@ def reconstruction_figure(models: dict[str, LatentModel], images: torch.Tensor,
     x = _as_float(images)
     rows = [("input", x)]
     for label, model in models.items():
-        model.eval()
-        device = next(model.parameters()).device
-        rows.append((label, model.reconstruct(x.to(device)).float().cpu().clamp(0, 1)))
+        rows.append((label, _reconstruct(model, x)))
     return save(_rows_figure(rows), path)
 
 
@@ -708,8 +713,7 @@ def pca_reconstruction_figure(train: ImageDataset, images: torch.Tensor, ks: Seq
         c = components[:k]
         rows.append((f"PCA, k = {k}", ((flat @ c.T) @ c + mean).float().view_as(x).clamp(0, 1)))
     if linear_ae is not None:
-        linear_ae.eval()
-        rows.append((f"linear autoencoder, k = {linear_ae.latent_dim}", linear_ae.reconstruct(x).clamp(0, 1)))
+        rows.append((f"linear autoencoder, k = {linear_ae.latent_dim}", _reconstruct(linear_ae, x)))
     return save(_rows_figure(rows), path)
 
 
@@ -722,8 +726,7 @@ def denoising_figure(models: dict[str, LatentModel], images: torch.Tensor, noise
     noisy = (x + noise_std * torch.randn(x.shape, generator=gen)).clamp(0, 1)
     rows = [("clean", x), (f"noisy input (sigma = {noise_std:g})", noisy)]
     for label, model in models.items():
-        model.eval()
-        rows.append((label, model.reconstruct(noisy).clamp(0, 1)))
+        rows.append((label, _reconstruct(model, noisy)))
     return save(_rows_figure(rows), path)
 
 
@@ -767,9 +770,8 @@ def beta_sweep_figure(models: dict[str, VAE], images: torch.Tensor, n: int = 8, 
     x = _as_float(images[:n])
     rows = [("input", x)]
     for label, model in models.items():
-        model.eval()
-        rows.append((f"{label}: reconstructions", model.reconstruct(x).clamp(0, 1)))
-        rows.append((f"{label}: samples", model.sample(n, generator=torch.Generator().manual_seed(seed)).clamp(0, 1)))
+        rows.append((f"{label}: reconstructions", _reconstruct(model, x)))
+        rows.append((f"{label}: samples", model.sample(n, generator=torch.Generator().manual_seed(seed)).cpu().clamp(0, 1)))
     return save(_rows_figure(rows), path)
 
 

@@ -1,0 +1,49 @@
+"""The companion notebooks: one per chapter, with the shared header, committed after one clean run.
+
+``pytest --nbval notebooks/`` (part of the README's test command) re-executes them and
+compares outputs; these tests catch what nbval cannot: a notebook committed without
+outputs, out of order, with errors, or with a header that drifted from ``_quarto.yml``.
+"""
+
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from vaebook.book import notebook_header
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+CHAPTERS = sorted((ROOT / "chapters").glob("[0-9][0-9]-*.qmd"))
+
+
+def test_every_numbered_chapter_has_its_notebook():
+    assert CHAPTERS
+    have = {p.stem for p in NOTEBOOKS}
+    assert [c.stem for c in CHAPTERS if c.stem not in have] == []
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_starts_with_badge_setup_and_device_cells(path):
+    nb = nbformat.read(path, as_version=4)
+    title = nb.cells[0].source.splitlines()[0].removeprefix("# ")
+    chapter = re.search(r"`(chapters/[^`]+\.qmd)`", nb.cells[0].source).group(1)
+    want = notebook_header(path.name, title, chapter)
+    assert [c.source for c in nb.cells[:3]] == [c.source for c in want]
+    assert (ROOT / chapter).exists()
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_was_committed_after_one_clean_run(path):
+    nb = nbformat.read(path, as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code" and c.source.strip()]
+    counts = [c.execution_count for c in code]
+    assert counts == list(range(1, len(code) + 1)), f"execution counts {counts}: restart and run all, then save"
+    assert any(c.outputs for c in code), "no outputs: run the notebook before committing it"
+    for cell in code:
+        for out in cell.outputs:
+            assert out.output_type != "error", f"cell {cell.execution_count} raised {out.get('ename')}"
+            if out.output_type == "stream" and out.name == "stderr" and "NBVAL_IGNORE_OUTPUT" not in cell.source:
+                pytest.fail(f"cell {cell.execution_count} writes to stderr ({out.text[:80]!r}); nbval would "
+                            "compare it: silence it, or mark a volatile cell # NBVAL_IGNORE_OUTPUT")
