@@ -791,7 +791,7 @@ def naive_monte_carlo_figure(model: VAE, x: torch.Tensor, ks: Sequence[int] = (1
         for j, k in enumerate(ks):
             est = torch.cat([log_likelihood_estimate(model, x, k, proposal, generator=gen) for _ in range(repeats)])
             ax.scatter([k] * repeats, est.numpy(), marker=marker, color="C0" if proposal == "prior" else "C1",
-                       s=14, label=(f"z ~ p(z) (naive)" if proposal == "prior" else "z ~ q(z|x) (importance)")
+                       s=14, label=("z ~ p(z) (naive)" if proposal == "prior" else "z ~ q(z|x) (importance)")
                        if j == 0 else None)
     ax.set(xscale="log", xlabel="samples K", ylabel="estimate of log p(x) (nats)")
     ax.grid(alpha=0.3)
