@@ -52,8 +52,8 @@ def dataset_loss(model: LatentModel, data: ImageDataset | torch.Tensor, beta: fl
             x_mean = None
         out = model.decoder(z)
         recon = -log_likelihood(out, x, cfg.likelihood, cfg.sigma)
-        if x_mean is None:
-            x_mean = torch.sigmoid(out) if cfg.likelihood == "bernoulli" else out
+        if x_mean is None:  # an autoencoder's reconstruction is the decode of its code
+            x_mean = model.output_mean(out)
         mse = (x_mean - x).pow(2).flatten(1).mean(1)
         totals += torch.stack([recon.sum(), kl.sum(), mse.sum(), torch.tensor(float(len(x)), device=device)]).double().cpu()
     recon, kl, mse, n = totals.tolist()
@@ -207,5 +207,5 @@ def kl_per_dimension(model: VAE, data: ImageDataset | torch.Tensor, batch_size: 
     total = torch.zeros(model.latent_dim, dtype=torch.float64)
     for i in range(0, len(images), batch_size):
         mu, logvar = model.encode(to_float(images[i:i + batch_size].to(device)))
-        total += (0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar)).sum(0).double().cpu()
+        total += gaussian_kl(mu, logvar, per_dimension=True).sum(0).double().cpu()
     return total / len(images)

@@ -55,13 +55,15 @@ def log_likelihood(out: torch.Tensor, x: torch.Tensor, likelihood: str, sigma: f
     raise ValueError(f"likelihood must be 'bernoulli' or 'gaussian', not {likelihood!r}")
 
 
-def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor, per_dimension: bool = False) -> torch.Tensor:
     """``KL(N(mu, diag(exp(logvar))) || N(0, I))`` in closed form, summed over latent dimensions.
 
     Per dimension: ``0.5 * (mu^2 + sigma^2 - 1 - log sigma^2)``, which is zero exactly
-    when ``mu = 0`` and ``sigma = 1`` and positive otherwise.
+    when ``mu = 0`` and ``sigma = 1`` and positive otherwise. With ``per_dimension=True``
+    the ``(N, d)`` terms are returned unsummed (to see which dimensions carry information).
     """
-    return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(1)
+    kl = 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar)
+    return kl if per_dimension else kl.sum(1)
 
 
 def elbo(out: torch.Tensor, x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, likelihood: str,

@@ -164,7 +164,10 @@ class LatentModel(nn.Module):
         Bernoulli: ``sigmoid(logits)``, the probability of each pixel being on, which
         for grey images in [0, 1] is their expected value. Gaussian: the mean itself.
         """
-        out = self.decoder(z)
+        return self.output_mean(self.decoder(z))
+
+    def output_mean(self, out: torch.Tensor) -> torch.Tensor:
+        """The mean of ``p(x|z)`` from the decoder's raw output: ``sigmoid`` of logits, or the Gaussian mean."""
         return torch.sigmoid(out) if self.config.likelihood == "bernoulli" else out
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
