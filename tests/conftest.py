@@ -155,5 +155,6 @@ def isolated_env(tmp_path, monkeypatch):
     debian = tmp_path / "no-debian"
     debian.mkdir()
     monkeypatch.setattr(vaebook.data, "DEBIAN_FASHION_MNIST", debian)
+    monkeypatch.setattr(vaebook.data, "_CHECKOUT", tmp_path / "no-checkout" / "repo")  # no shared/data beside it
     monkeypatch.chdir(tmp_path)
     return {"cache": cache, "debian": debian}

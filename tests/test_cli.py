@@ -7,10 +7,11 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
-from conftest import make_fmnist
+from conftest import make_celeba, make_fmnist
 from vaebook import checkpoints, experiments
 from vaebook.cli import main
 
@@ -20,8 +21,11 @@ NAMES = list(experiments.EXPERIMENTS)
 @pytest.fixture
 def env(tmp_path, monkeypatch):
     """In-process and subprocess runs that cannot see the machine's data or caches."""
+    import vaebook.data
+
     monkeypatch.delenv("VAEBOOK_DATA", raising=False)
     monkeypatch.setenv("VAEBOOK_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(vaebook.data, "_CHECKOUT", tmp_path / "no-checkout" / "repo")
     monkeypatch.chdir(tmp_path)
     sub_env = {k: v for k, v in os.environ.items() if k != "VAEBOOK_DATA"}
     sub_env["VAEBOOK_CACHE"] = str(tmp_path / "cache")
@@ -222,17 +226,70 @@ def test_checkpoint_of_other_config_is_refused(env, tmp_path, capsys, fake_fmnis
     assert "different configuration" in err and "--restart" in err
 
 
+def _write_frey(folder, n: int = 40):
+    from scipy.io import savemat
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    savemat(folder / "frey_rawface.mat", {"ff": rng.integers(0, 256, (560, n), dtype=np.uint8)})
+
+
 def test_reproduce_trains_publishes_and_draws_end_to_end(env, tmp_path, fake_fmnist):
     """The README's main job, on tiny data: every book model trained, published with hashes, figures drawn."""
+    make_celeba(fake_fmnist / "celeba", n=40)  # one --data-root holds all three data sets
+    _write_frey(fake_fmnist / "frey-faces")
     weights, images = tmp_path / "weights", tmp_path / "images"
     code = main(["reproduce", "--epochs", "1", "--data-root", str(fake_fmnist), "--out", str(tmp_path / "runs"),
-                     "--weights", str(weights), "--images", str(images), "--device", "cpu", "--quiet"])
+                 "--weights", str(weights), "--images", str(images), "--device", "cpu", "--quiet", "--no-download",
+                 "-k", "3"])
     assert code == 0
     shipped = checkpoints.manifest(weights)
     assert sorted(shipped) == sorted(e.name for e in experiments.EXPERIMENTS.values() if e.book)
+    table = json.loads((images / "evaluation.json").read_text())["results"]
+    assert sorted(table) == sorted(shipped) and table["fmnist-mlp-vae"]["k"] == 3
+    assert "iwae_nll_bpd" in table["celeba-vae"] and "iwae_nll_bpd" not in table["fmnist-mlp-vae"]
+    assert "iwae_nll" not in table["celeba-ae"] and not any(k.endswith("_bpd") for k in table["celeba-ae"])
+    assert {"celeba-ae", "celeba-vae", "frey-vae-2d"} <= set(shipped)
     for name, entry in shipped.items():
         assert checkpoints.sha256(weights / entry["file"]) == entry["sha256"]
         assert entry["epochs"] == 1 and entry["device"] == "cpu"
     pngs = sorted(p.name for p in images.glob("*.png"))
-    assert "fmnist-reconstructions.png" in pngs and "fmnist-vae-2d-manifold.png" in pngs and len(pngs) >= 10
+    for expected in ("fmnist-reconstructions.png", "fmnist-vae-2d-manifold.png", "celeba-attributes.png",
+                     "celeba-nearest-neighbours.png", "frey-vae-2d-manifold.png"):
+        assert expected in pngs
     assert all((images / p).read_bytes()[:4] == b"\x89PNG" for p in pngs)
+    numbers = json.loads((images / "celeba-numbers.json").read_text())
+    assert numbers["n_train"] == 32 and numbers["n"] == 4  # 40 images split 80/10/10; n is capped by the test set
+    assert 0 <= numbers["nn_rmse_vae_samples"]["min"] <= numbers["nn_rmse_vae_samples"]["median"] <= 1
+
+
+def test_reproduce_without_face_data_keeps_the_shipped_face_weights(env, tmp_path, capsys, fake_fmnist):
+    """CelebA cannot be downloaded automatically: reproduce says what it skipped and still finishes."""
+    weights, images = tmp_path / "weights", tmp_path / "images"
+    code = main(["reproduce", "--epochs", "1", "--data-root", str(fake_fmnist), "--out", str(tmp_path / "runs"),
+                 "--weights", str(weights), "--images", str(images), "--device", "cpu", "--quiet", "--no-download",
+                 "-k", "3"])
+    assert code == 0
+    out = capsys.readouterr().out
+    for name in ("celeba-ae", "celeba-vae", "frey-vae-2d"):
+        assert f"skipped {name}:" in out
+    assert "skipped the celeba figures" in out and "skipped the frey figures" in out
+    shipped = checkpoints.manifest(weights)
+    assert sorted(shipped) == sorted(e.name for e in experiments.EXPERIMENTS.values()
+                                     if e.book and e.data == "fashion-mnist")
+    assert (images / "fmnist-reconstructions.png").is_file() and not (images / "celeba-attributes.png").exists()
+
+
+def test_evaluate_prints_the_bounds_of_a_shipped_model_and_refuses_unknown_names(env, tmp_path, capsys, fake_fmnist):
+    code = main(["evaluate", "fmnist-mlp-vae", "fmnist-ae", "-k", "20", "--images", "8", "--data-root",
+                 str(fake_fmnist), "--device", "cpu", "--no-download", "--json", str(tmp_path / "e.json")])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "negative ELBO" in out and "K = 20 on the first 8 images" in out and "active units" in out
+    assert "an autoencoder has no likelihood" in out and "not a probability of the data" in out
+    saved = json.loads((tmp_path / "e.json").read_text())["results"]
+    assert saved["fmnist-mlp-vae"]["k"] == 20 and saved["fmnist-mlp-vae"]["iwae_images"] == 8
+    assert saved["fmnist-mlp-vae"]["iwae_nll"] < saved["fmnist-mlp-vae"]["neg_elbo_on_iwae_images"] + 1.0
+    with pytest.raises(SystemExit) as exit_info:
+        main(["evaluate", "no-such-model"])
+    assert exit_info.value.code == 2 and "no shipped weights for no-such-model" in capsys.readouterr().err

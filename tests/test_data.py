@@ -371,8 +371,10 @@ def test_celeba_second_load_reads_cache(tmp_path, isolated_env, monkeypatch):
     make_celeba(tmp_path / "celeba", n=12)
     first = celeba("train", root=tmp_path / "celeba", size=16, progress=False)
     cached = list(isolated_env["cache"].glob("celeba-*.safetensors"))
-    assert len(cached) == 1
+    assert len(cached) == 1  # only the split that was asked for is decoded and cached
     assert not list(isolated_env["cache"].glob("*.tmp"))
+    celeba("test", root=tmp_path / "celeba", size=16, progress=False)
+    assert len(list(isolated_env["cache"].glob("celeba-*.safetensors"))) == 2
 
     def no_decoding(*args, **kwargs):
         raise RuntimeError("decoded although a cache exists")
@@ -381,7 +383,7 @@ def test_celeba_second_load_reads_cache(tmp_path, isolated_env, monkeypatch):
     second = celeba("train", root=tmp_path / "celeba", size=16, progress=False)
     assert torch.equal(first.images, second.images)
     assert torch.equal(first.attributes, second.attributes)
-    test = celeba("test", root=tmp_path / "celeba", size=16, progress=False)  # same cache, other split
+    test = celeba("test", root=tmp_path / "celeba", size=16, progress=False)  # its own cache
     assert len(test) == 1
     # the patch is effective: another size is not cached and must decode
     with pytest.raises(RuntimeError, match="decoded although"):
@@ -443,6 +445,20 @@ def test_celeba_centre_crop_keeps_solid_colour(tmp_path, isolated_env):
 def test_celeba_layout_inside_celeba_subfolder(tmp_path, isolated_env):
     make_celeba(tmp_path / "top" / "celeba", n=10)
     assert len(celeba("train", root=tmp_path / "top", size=8, progress=False)) == 8
+
+
+def test_face_data_beside_the_checkout_is_found_from_any_working_directory(tmp_path, isolated_env, monkeypatch):
+    """A notebook runs in notebooks/, so ../shared is not beside its working directory; the copy
+    beside the repository checkout (``_CHECKOUT``, patched by isolated_env) is found anyway."""
+    import vaebook.data
+
+    shared = vaebook.data._CHECKOUT.parent / "shared" / "data"
+    make_celeba(shared / "celeba-10k" / "celeba", n=10)
+    _write_frey(shared / "frey-faces", np.zeros((560, 20), dtype=np.uint8))
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert len(celeba("train", size=8, progress=False)) == 8
+    assert len(frey_faces("train", download=False)) == 16
 
 
 def test_celeba_env_variable(tmp_path, isolated_env, monkeypatch):

@@ -90,3 +90,23 @@ def test_manifold_needs_a_2d_latent_space_and_uses_prior_quantiles(monkeypatch):
     edge = torch.distributions.Normal(0.0, 1.0).icdf(torch.tensor(0.95))
     torch.testing.assert_close(z[:, 0].unique(), torch.tensor([-edge, 0.0, edge]), atol=1e-6, rtol=0)
     assert z[0, 1] == pytest.approx(edge.item(), abs=1e-6)  # the top row has the largest z2
+
+
+def test_face_figures_and_numbers(tmp_path):
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (30, 3, 16, 16), generator=gen, dtype=torch.uint8)
+    attrs = (torch.arange(30)[:, None] + torch.arange(4)[None]) % 2
+    names = figures.FACE_ATTRIBUTES
+    data = ImageDataset(images, attributes=attrs.to(torch.uint8), attribute_names=names, name="faces")
+    torch.manual_seed(0)
+    vae = build_model(ModelConfig(kind="vae", arch="mlp", in_shape=(3, 16, 16), latent_dim=4, hidden=16,
+                                  likelihood="gaussian", sigma=0.1)).eval()
+    figures.attribute_figure(vae, data, data, path=tmp_path / "attrs.png")
+    figures.nearest_neighbour_figure(vae, data, n=4, path=tmp_path / "nn.png")
+    figures.likelihood_width_figure({"a": vae, "b": vae}, data.images, n=4, path=tmp_path / "sigma.png")
+    assert (tmp_path / "attrs.png").read_bytes()[:4] == b"\x89PNG" and (tmp_path / "nn.png").is_file()
+    numbers = figures.celeba_numbers(vae, data, data.subset(10), n=1000)
+    assert numbers["n"] == 10 and numbers["n_train"] == 30
+    assert max(numbers["nn_rmse_test_faces"].values()) < 1e-6  # these "test" faces are training faces
+    assert numbers["nn_rmse_vae_samples"]["median"] > 0
+    assert numbers["attribute_counts"] == {a: int(attrs[:, i].sum()) for i, a in enumerate(names)}

@@ -108,3 +108,18 @@ def test_drafts_weight_on_celeba_is_not_a_tiny_beta():
     assert eq.sigma(beta=1.0) == pytest.approx(math.sqrt(1e-5 * 116_412 / 2))
     with pytest.raises(ValueError):
         mse_kl_equivalence(1e-5, 10, kl_reduction="mean")
+
+
+def test_free_bits_charge_max_of_floor_and_batch_mean_kl_per_dimension():
+    mu = torch.tensor([[0.1, 2.0, 0.0], [0.3, -1.0, 0.0]], requires_grad=True)
+    logvar = torch.zeros(2, 3)
+    x = torch.full((2, 1, 1, 1), 0.5)
+    out = {"out": torch.zeros(2, 1, 1, 1), "mu": mu, "logvar": logvar}
+    terms = loss_terms(out, x, "bernoulli", free_bits=0.5)
+    kl_dims = 0.5 * mu.detach().pow(2).mean(0)  # KL of N(mu, 1) to N(0, 1) per dimension, batch mean
+    expected = terms["recon"] + torch.clamp(kl_dims, min=0.5).sum()
+    torch.testing.assert_close(terms["loss"], expected)
+    torch.testing.assert_close(terms["kl"], kl_dims.sum())  # the reported KL is the true one
+    terms["loss"].backward()
+    assert mu.grad[:, 0].abs().max() == 0 and mu.grad[:, 2].abs().max() == 0  # below the floor: no push
+    torch.testing.assert_close(mu.grad[:, 1], mu.detach()[:, 1] / 2)  # above it: the usual KL gradient

@@ -141,3 +141,33 @@ def test_pick_device():
 def test_wrong_image_shape_is_refused(tmp_path):
     with pytest.raises(ValueError, match="shape"):
         train(ModelConfig(kind="ae", arch="mlp", in_shape=(1, 28, 28)), TCFG, TRAIN, TEST, tmp_path, progress=False)
+
+
+def test_kl_warmup_scales_the_kl_term_and_ends_at_beta(tmp_path):
+    data = _blobs(256, 0)
+    warm = train(CFG, TrainConfig(epochs=2, batch_size=32, lr=3e-3, seed=7, kl_warmup_epochs=2), data,
+                 _blobs(64, 1), tmp_path / "warm", device="cpu", progress=False).history
+    plain = train(CFG, TrainConfig(epochs=1, batch_size=32, lr=3e-3, seed=7), data, _blobs(64, 1),
+                  tmp_path / "plain", device="cpu", progress=False).history
+    # without warm-up the reported loss is recon + kl; with it, the KL weight averages (1 + ... + 8) / 16 in epoch 1
+    e = plain[0]
+    assert e["train_loss"] == pytest.approx(e["train_recon"] + e["train_kl"], rel=1e-5)
+    w = warm[0]
+    assert w["train_loss"] < w["train_recon"] + 0.6 * w["train_kl"]
+    assert w["train_loss"] > w["train_recon"] + 0.2 * w["train_kl"]
+    # the test metrics are always at beta = 1 (the ELBO), whatever the schedule
+    assert w["test_loss"] == pytest.approx(w["test_recon"] + w["test_kl"], rel=1e-5)
+
+
+def test_free_bits_keep_latent_dimensions_from_collapsing(tmp_path):
+    """At beta = 4 the KL term pushes every posterior onto the prior; free bits of 1 nat per dimension
+    leave the first nat of each dimension uncharged, so the encoder keeps using them."""
+    from vaebook.evaluate import kl_per_dimension
+
+    cfg = ModelConfig(kind="vae", arch="mlp", in_shape=(1, 8, 8), latent_dim=8, hidden=32)
+    data, test = _blobs(512, 0), _blobs(128, 1)
+    kl = {fb: kl_per_dimension(train(cfg, TrainConfig(epochs=6, batch_size=32, lr=3e-3, seed=7, beta=4.0,
+                                                       free_bits=fb), data, test, tmp_path / f"fb{fb}",
+                                     device="cpu", progress=False).model, test) for fb in (0.0, 1.0)}
+    assert kl[0.0].sum() < 0.3  # collapsed: a few hundredths of a nat per dimension
+    assert (kl[1.0] > 0.5).all()  # every dimension carries information

@@ -1,4 +1,4 @@
-"""The command line: ``python -m vaebook list | train NAME | figures | reproduce``.
+"""The command line: ``python -m vaebook list | train NAME | evaluate NAME | figures | reproduce``.
 
 Problems a user can fix (missing data, a damaged checkpoint, an unknown experiment)
 are reported as one message, never a traceback: exit code 1 for a `VaebookError`,
@@ -9,11 +9,12 @@ finished epoch is kept; the same command resumes from it).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
 
-from .errors import VaebookError
+from .errors import DataNotFoundError, VaebookError
 
 
 def _common(p: argparse.ArgumentParser, out_default: str, out_help: str) -> None:
@@ -41,7 +42,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint and start again")
     p.add_argument("--publish", action="store_true",
                    help="copy the trained model into the package's pretrained weights and manifest")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="compile the model with torch.compile (default: on CUDA only)")
     _common(p, "runs", "folder for run directories (default: runs)")
+
+    p = sub.add_parser("evaluate", help="negative ELBO, IWAE estimate of -log p(x) and active units of shipped models")
+    p.add_argument("names", nargs="*", metavar="NAME", help="shipped model names (see `list`)")
+    p.add_argument("--all", action="store_true", help="evaluate every shipped model")
+    p.add_argument("-k", type=int, default=None,
+                   help="importance samples per image for the IWAE estimate (default: the experiment's, 2000 or 100)")
+    p.add_argument("--images", type=int, default=None,
+                   help="test images for the IWAE estimate (default: the experiment's, 500 or 100)")
+    p.add_argument("--json", default=None, metavar="FILE",
+                   help="also write the results as JSON (merged into FILE if it exists)")
+    _common(p, "", "unused")
 
     p = sub.add_parser("figures", help="draw the book's figures from the pretrained weights")
     _common(p, "images", "folder for the PNG files (default: images)")
@@ -49,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("reproduce", help="train every book experiment, ship its weights, redraw the figures")
     p.add_argument("--epochs", type=int, default=None, help="override every experiment's number of epochs")
     p.add_argument("--images", default="images", metavar="DIR", help="folder for the figures (default: images)")
+    p.add_argument("-k", type=int, default=None,
+                   help="importance samples per image for the evaluation table (default: each experiment's)")
     _common(p, "runs", "folder for run directories (default: runs)")
     return parser
 
@@ -72,7 +88,9 @@ def _train_one(name: str, args: argparse.Namespace, publish: bool) -> None:
     t0 = time.perf_counter()
     result = train(exp.model, exp.train, train_set, test_set, run_dir, device=args.device,
                    progress=not args.quiet, resume=not getattr(args, "restart", False),
-                   meta={"experiment": name, "data": exp.data})
+                   meta={"experiment": name, "data": exp.data}, compile=getattr(args, "compile", None))
+    if int(os.environ.get("RANK", "0")) != 0:
+        return  # under torchrun, rank 0 reports and publishes
     last = result.history[-1] if result.history else {}
     print(f"{name}: {len(result.history)} epochs, test loss {last.get('test_loss', float('nan')):.2f} nats/image, "
           f"{time.perf_counter() - t0:.0f} s; model in {run_dir}")
@@ -82,6 +100,65 @@ def _train_one(name: str, args: argparse.Namespace, publish: bool) -> None:
         print(f"{name}: published to {folder / entry['file']}")
 
 
+def _print_evaluation(name: str, r: dict) -> None:
+    print(f"{name}: {r['images']:,} test images, nats per image")
+    if "neg_elbo" in r:
+        print(f"  negative ELBO      {r['neg_elbo']:9.2f}  (reconstruction {r['recon']:.2f} + KL {r['kl']:.2f})")
+        print(f"  -log p(x), IWAE    {r['iwae_nll']:9.2f}  (K = {r['k']:,} on the first {r['iwae_images']:,} images, "
+              f"whose negative ELBO is {r['neg_elbo_on_iwae_images']:.2f})")
+        print(f"  active units       {r['active_units']:>6} / {r['latent_dim']}  (variance of E[z_j|x] over x > 0.01)")
+        kl = sorted(r["kl_per_dim"], reverse=True)
+        print(f"  KL per dimension   largest {kl[0]:.2f}, median {kl[len(kl) // 2]:.2f}, smallest {kl[-1]:.3f}")
+    else:
+        print(f"  reconstruction     {r['recon']:9.2f}  (-log p(x|z) at the code; an autoencoder has no likelihood)")
+    print(f"  MSE per pixel      {r['mse']:9.4f}")
+    if "iwae_nll_bpd" in r:
+        print(f"  bits per dimension negative ELBO {r['neg_elbo_bpd']:.3f}, IWAE {r['iwae_nll_bpd']:.3f}")
+    elif "neg_elbo" in r:
+        print("  bits per dimension n/a: a Bernoulli likelihood on grey pixels is not a probability of the data")
+
+
+def _evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser, skip_missing_data: bool = False) -> int:
+    from . import experiments
+    import torch
+
+    from .checkpoints import load_pretrained, manifest, read_json, write_json
+    from .evaluate import evaluate_model
+    from .train import pick_device
+
+    _positive(parser, args.k, "-k")
+    _positive(parser, args.images, "--images")
+    shipped = manifest(args.weights)
+    names = list(shipped) if args.all else args.names
+    if not names:
+        parser.error("name a shipped model (see `list`) or pass --all")
+    unknown = [n for n in names if n not in shipped]
+    if unknown:
+        parser.error(f"no shipped weights for {', '.join(unknown)}; shipped: {', '.join(shipped)}")
+    device = pick_device(args.device)
+    results = {}
+    for name in names:
+        exp = experiments.get(name)
+        try:
+            test = exp.load_split("test", args.data_root, download=not args.no_download)
+        except DataNotFoundError as err:
+            if not skip_missing_data:
+                raise
+            print(f"skipped evaluating {name}: {str(err).splitlines()[0]}")
+            continue
+        model = load_pretrained(name, device=device, folder=args.weights)
+        results[name] = evaluate_model(model, test, k=args.k or exp.eval_k, n=args.images or exp.eval_images)
+        _print_evaluation(name, results[name])
+    if args.json:
+        path = Path(args.json)
+        merged = read_json(path)["results"] if path.is_file() else {}
+        write_json(path, {"command": f"python -m vaebook evaluate --all --json {path}",
+                          "torch_version": torch.__version__, "device": str(device),
+                          "results": {**merged, **results}})
+        print(f"wrote {path}")
+    return 0
+
+
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from . import experiments
 
@@ -89,12 +166,12 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         from .checkpoints import manifest
 
         shipped = manifest(args.weights)
-        print(f"{'name':<24} {'epochs':>6} {'test loss':>9} {'train time':>10}  description")
+        print(f"{'name':<28} {'epochs':>6} {'test loss':>9} {'train time':>10}  description")
         for e in experiments.EXPERIMENTS.values():
             w = shipped.get(e.name)
             stats = (f"{w['epochs']:>6} {w['test_metrics']['loss']:>9.2f} {w['wall_time_s']:>9.0f}s" if w
                      else f"{e.train.epochs:>6} {'-':>9} {'-':>10}")
-            print(f"{e.name:<24} {stats}  {e.description}")
+            print(f"{e.name:<28} {stats}  {e.description}")
         print("test loss: nats per test image, from the shipped weights' manifest; train time: seconds of "
               "training epochs on the device recorded there ('-': no shipped weights).")
         return 0
@@ -105,23 +182,39 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         _positive(parser, args.lr, "--lr")
         _train_one(args.name, args, args.publish)
         return 0
+    if args.command == "evaluate":
+        return _evaluate(args, parser)
     from .figures import book_figures
 
     if args.command == "figures":
         written = book_figures(args.out, weights=args.weights, data_root=args.data_root, device=args.device,
-                               download=not args.no_download)
-        print(f"wrote {len(written)} figures to {args.out}")
+                               download=not args.no_download, skip_missing_data=True)
+        print(f"wrote {len(written)} files to {args.out}")
         return 0
     # reproduce
     _positive(parser, args.epochs, "--epochs")
     t0 = time.perf_counter()
+    trained = 0
     for e in experiments.EXPERIMENTS.values():
-        if e.book:
+        if not e.book:
+            continue
+        try:
             _train_one(e.name, args, publish=True)
+            trained += 1
+        except DataNotFoundError as err:
+            if e.data == "fashion-mnist":
+                raise
+            # CelebA cannot be downloaded automatically: keep the shipped weights and say so.
+            print(f"skipped {e.name}: {str(err).splitlines()[0]} The shipped weights are kept; "
+                  f"see the README for where to get the data.")
     written = book_figures(args.images, weights=args.weights, data_root=args.data_root, device=args.device,
-                           download=not args.no_download)
-    print(f"reproduce: trained and published {sum(e.book for e in experiments.EXPERIMENTS.values())} models, "
-          f"wrote {len(written)} figures to {args.images} in {time.perf_counter() - t0:.0f} s")
+                           download=not args.no_download, skip_missing_data=True)
+    evaluation = Path(args.images) / "evaluation.json"  # the evaluation chapter's table
+    _evaluate(argparse.Namespace(**{**vars(args), "names": [], "all": True, "images": None,
+                                    "json": str(evaluation)}), parser, skip_missing_data=True)
+    written.append(evaluation)
+    print(f"reproduce: trained and published {trained} models, "
+          f"wrote {len(written)} files to {args.images} in {time.perf_counter() - t0:.0f} s")
     return 0
 
 

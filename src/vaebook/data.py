@@ -124,6 +124,11 @@ def _searched(places: Sequence[tuple[str, Path]]) -> str:
     return "\n".join(f"  - {p} ({why})" for why, p in places)
 
 
+# The repository checkout this file lives in (src/vaebook/data.py), for the development copies
+# of the face data beside it; from an installed wheel this points into site-packages and finds nothing.
+_CHECKOUT = Path(__file__).resolve().parents[2]
+
+
 def cache_dir() -> Path:
     """Where downloads and decoded caches go: ``$VAEBOOK_CACHE`` or ``~/.cache/vaebook``."""
     return Path(os.environ.get("VAEBOOK_CACHE", Path.home() / ".cache" / "vaebook")).expanduser()
@@ -360,23 +365,23 @@ def celeba(split: Split = "train", root: str | os.PathLike | None = None, size: 
     _check_split(split)
     here = Path.cwd()
     places = _places(root, [("./data", here / "data"),
-                            ("development subset", here.parent / "shared" / "data" / "celeba-10k")])
+                            ("development subset", here.parent / "shared" / "data" / "celeba-10k"),
+                            ("development subset", _CHECKOUT.parent / "shared" / "data" / "celeba-10k")])
     folder = _search(places, _is_celeba)
     if folder is None:
         raise DataNotFoundError("CelebA was not found. Searched:\n" + _searched(places) + "\n" + CELEBA_SOURCES)
     _unpack_celeba_zip(folder)
-    hw = _as_hw(size)
-    images, attrs, names, official = _celeba_all(folder, hw, crop, cache, progress)
-    wanted = {"train": 0, "valid": 1, "test": 2}[split]
-    has_heldout = bool(((official == 1) | (official == 2)).any())
-    mask = torch.from_numpy(official == wanted) if has_heldout else _split_mask(len(official), split)
-    return ImageDataset(images[mask], attributes=attrs[mask], attribute_names=tuple(names),
-                        name=f"celeba/{split}")
+    images, attrs, names = _celeba_split(folder, split, _as_hw(size), crop, cache, progress)
+    return ImageDataset(images, attributes=attrs, attribute_names=tuple(names), name=f"celeba/{split}")
 
 
-def _celeba_all(folder: Path, hw: tuple[int, int] | None, crop: bool, cache: bool,
-                progress: bool) -> tuple[torch.Tensor, torch.Tensor, list[str], np.ndarray]:
-    """All present images of a CelebA folder, decoded (or read from the cache)."""
+def _celeba_split(folder: Path, split: Split, hw: tuple[int, int] | None, crop: bool, cache: bool,
+                  progress: bool) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """The present images of one split of a CelebA folder, decoded (or read from the cache).
+
+    Only the split's images are decoded, into one preallocated array, so memory is the
+    split's size once (the full training split at 218x178 is 19 GB of uint8).
+    """
     from safetensors.torch import load_file, save_file
 
     attr_file = folder / "list_attr_celeba.txt"
@@ -388,34 +393,42 @@ def _celeba_all(folder: Path, hw: tuple[int, int] | None, crop: bool, cache: boo
     files = [listed[i] for i in keep]
     partition = _read_partition(folder / "list_eval_partition.txt")
     official = np.asarray([partition.get(f, 0) for f in files], dtype=np.int64)
-    attrs = torch.from_numpy((values[keep] > 0).astype(np.uint8))
+    has_heldout = bool(((official == 1) | (official == 2)).any())
+    wanted = {"train": 0, "valid": 1, "test": 2}[split]
+    mask = official == wanted if has_heldout else _split_mask(len(files), split).numpy()
+    attrs = torch.from_numpy((values[keep] > 0).astype(np.uint8)[mask])
+    all_files, files = files, [f for f, m in zip(files, mask) if m]
 
     stat = attr_file.stat()
-    key = hashlib.sha1(json.dumps([str(folder.resolve()), files[0], files[-1], len(files), stat.st_size,
-                                   stat.st_mtime_ns, hw, crop, 1]).encode()).hexdigest()[:16]
+    key = hashlib.sha1(json.dumps([str(folder.resolve()), all_files[0], all_files[-1], len(all_files), stat.st_size,
+                                   stat.st_mtime_ns, hw, crop, split, has_heldout, 2]).encode()).hexdigest()[:16]
     cached = cache_dir() / f"celeba-{key}.safetensors"
     if cache and cached.is_file():
         try:
-            return load_file(cached)["images"], attrs, names, official
+            return load_file(cached)["images"], attrs, names
         except Exception:  # a broken cache is rebuilt, never trusted
             cached.unlink()
     paths = [folder / "img_align_celeba" / f for f in files]
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        decoded = pool.map(lambda p: _decode(p, hw, crop), paths)
-        if progress:
-            from tqdm.auto import tqdm
+    try:
+        first = _decode(paths[0] if paths else folder / "img_align_celeba" / all_files[0], hw, crop)
+        images = np.empty((len(paths), *first.shape), dtype=np.uint8)
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+            decoded = pool.map(lambda p: _decode(p, hw, crop), paths)
+            if progress:
+                from tqdm.auto import tqdm
 
-            decoded = tqdm(decoded, total=len(paths), desc="decoding CelebA", unit="img")
-        try:
-            images = torch.from_numpy(np.stack(list(decoded)))
-        except (OSError, ValueError) as e:
-            raise DataCorruptError(f"A CelebA image in {folder / 'img_align_celeba'} cannot be decoded ({e}).") from None
+                decoded = tqdm(decoded, total=len(paths), desc=f"decoding CelebA ({split})", unit="img")
+            for i, image in enumerate(decoded):
+                images[i] = image
+    except (OSError, ValueError) as e:
+        raise DataCorruptError(f"A CelebA image in {folder / 'img_align_celeba'} cannot be decoded ({e}).") from None
+    images = torch.from_numpy(images)
     if cache:
         cached.parent.mkdir(parents=True, exist_ok=True)
         tmp = cached.with_suffix(".tmp")
-        save_file({"images": images.contiguous()}, tmp)
+        save_file({"images": images}, tmp)
         os.replace(tmp, cached)
-    return images, attrs, names, official
+    return images, attrs, names
 
 
 # --------------------------------------------------------------------------- Frey Face
@@ -432,7 +445,8 @@ def frey_faces(split: Split = "train", root: str | os.PathLike | None = None, do
     _check_split(split)
     here = Path.cwd()
     places = _places(root, [("./data", here / "data"),
-                            ("development copy", here.parent / "shared" / "data" / "frey-faces")])
+                            ("development copy", here.parent / "shared" / "data" / "frey-faces"),
+                            ("development copy", _CHECKOUT.parent / "shared" / "data" / "frey-faces")])
 
     def find(folder: Path) -> Path | None:
         for sub in (folder, folder / "frey-faces"):

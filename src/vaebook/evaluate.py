@@ -8,6 +8,9 @@ touches the global random state that training relies on.
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 import torch
 
 from .data import ImageDataset, to_float
@@ -21,6 +24,12 @@ def _images(data: ImageDataset | torch.Tensor) -> torch.Tensor:
 
 def _device_of(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
+
+
+def _inputs(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """uint8 images as the model's floating-point type on its device (float64 for `PPCA.as_vae`)."""
+    p = next(model.parameters())
+    return to_float(images.to(p.device)).to(p.dtype)
 
 
 @torch.no_grad()
@@ -64,9 +73,8 @@ def dataset_loss(model: LatentModel, data: ImageDataset | torch.Tensor, beta: fl
 def embed_dataset(model: LatentModel, data: ImageDataset | torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
     """The latent point of every image (``z`` for an autoencoder, ``mu`` for a VAE), on the CPU."""
     model.eval()
-    device = _device_of(model)
     images = _images(data)
-    return torch.cat([model.embed(to_float(images[i:i + batch_size].to(device))).float().cpu()
+    return torch.cat([model.embed(_inputs(model, images[i:i + batch_size])).float().cpu()
                       for i in range(0, len(images), batch_size)])
 
 
@@ -203,9 +211,117 @@ def kl_per_dimension(model: VAE, data: ImageDataset | torch.Tensor, batch_size: 
     """The average KL(q(z_j|x) || N(0, 1)) of each latent dimension j over a data set (nats)."""
     model.eval()
     images = _images(data)
-    device = _device_of(model)
     total = torch.zeros(model.latent_dim, dtype=torch.float64)
     for i in range(0, len(images), batch_size):
-        mu, logvar = model.encode(to_float(images[i:i + batch_size].to(device)))
+        mu, logvar = model.encode(_inputs(model, images[i:i + batch_size]))
         total += gaussian_kl(mu, logvar, per_dimension=True).sum(0).double().cpu()
     return total / len(images)
+
+
+@torch.no_grad()
+def nearest_neighbours(queries: torch.Tensor, reference: ImageDataset | torch.Tensor,
+                       batch_size: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
+    """For each query image, the closest ``reference`` image in pixel space.
+
+    Both are ``(N, C, H, W)`` (uint8 or floats in [0, 1]). Returns ``(rmse, index)``:
+    the root-mean-square pixel difference to the nearest reference image and its
+    position. A generator that copied its training set would have samples at
+    RMSE near 0 from it; held-out real images give the scale of "genuinely new".
+    """
+    def flat(x: torch.Tensor) -> torch.Tensor:
+        return (to_float(x) if x.dtype == torch.uint8 else x.float()).flatten(1)
+
+    q = flat(queries).double()
+    images = _images(reference)
+    best = torch.full((len(q),), float("inf"), dtype=torch.float64)
+    where = torch.zeros(len(q), dtype=torch.long)
+    for i in range(0, len(images), batch_size):
+        d, j = torch.cdist(q, flat(images[i:i + batch_size]).double()).min(1)
+        better = d < best
+        best[better], where[better] = d[better], j[better] + i
+    return best / q.shape[1] ** 0.5, where
+
+
+def attribute_vectors(model: LatentModel, data: ImageDataset, names: tuple[str, ...] | list[str]) -> dict[str, torch.Tensor]:
+    """Latent direction of each binary attribute: mean code of images with it minus mean code without.
+
+    ``data`` must carry ``attributes`` (CelebA's 40). Adding ``s * v`` to a face's
+    code and decoding moves the face towards (s > 0) or away from the attribute,
+    as far as the model's latent space is linear in it.
+    """
+    if data.attributes is None:
+        raise ValueError(f"{data.name or 'this data set'} has no attributes; attribute vectors need CelebA's")
+    z = embed_dataset(model, data)
+    out = {}
+    for name in names:
+        if name not in data.attribute_names:
+            raise ValueError(f"unknown attribute {name!r}; known: {', '.join(data.attribute_names)}")
+        has = data.attributes[:, data.attribute_names.index(name)].bool()
+        if has.all() or not has.any():
+            raise ValueError(f"attribute {name!r} needs images both with and without it in {data.name}")
+        out[name] = z[has].mean(0) - z[~has].mean(0)
+    return out
+
+
+def active_units(model: VAE, data: ImageDataset | torch.Tensor, threshold: float = 0.01,
+                 batch_size: int = 1000) -> tuple[int, torch.Tensor]:
+    """How many latent dimensions the VAE uses (Burda et al., 2016).
+
+    Dimension ``j`` is *active* if its posterior mean moves with the input:
+    ``Cov_x(E_q[z_j | x]) > threshold``. A collapsed dimension has ``q(z_j|x) = p(z_j)``
+    for every ``x``, so its mean is constant (variance 0) and its KL is 0: the
+    decoder ignores it. Returns the count and the per-dimension variances.
+    """
+    variance = embed_dataset(model, data, batch_size).double().var(0)
+    return int((variance > threshold).sum()), variance
+
+
+def bits_per_dim(nll_nats: float, dims: int, levels: int = 256) -> float:
+    """A continuous density's negative log-likelihood of 8-bit images in bits per dimension.
+
+    Pixels ``0..255`` are scaled to ``[0, 1]``, so neighbouring values are ``1/(levels - 1)``
+    apart. A density ``p`` on that scale gives an 8-bit image probability of about
+    ``p(x) / (levels - 1)^D`` (density times bin volume), hence
+    ``bits/dim = (NLL + D log(levels - 1)) / (D log 2)``. The uniform model over
+    ``levels`` values scores 8 bits/dim (a density spreading its mass evenly over the 256
+    bins of width ``1/255`` centred on the pixel values); lower is better. Only
+    meaningful for a proper density of x, i.e. a VAE with a Gaussian decoder: not
+    Bernoulli on grey pixels, and not an autoencoder's ``-log p(x|z)`` at its code.
+    """
+    return (nll_nats + dims * math.log(levels - 1)) / (dims * math.log(2))
+
+
+def evaluate_model(model: LatentModel, data: ImageDataset | torch.Tensor, k: int = 1000, n: int | None = 1000,
+                   seed: int = 0, threshold: float = 0.01, chunk: int = 20_000) -> dict[str, Any]:
+    """Everything ``python -m vaebook evaluate`` reports for one model, per image, in nats.
+
+    For every model: ``recon`` (``-log p(x|z)``), ``mse``. For a VAE also, at beta = 1:
+    ``neg_elbo`` (= recon + kl), ``kl``, ``iwae_nll`` (``-log p(x)`` estimated with ``k``
+    importance samples on the first ``n`` images; ``neg_elbo_on_iwae_images`` is the
+    negative ELBO on the same images, so the two compare), ``active_units`` and
+    ``kl_per_dim``. For a VAE with a Gaussian decoder, the negative ELBO and the IWAE
+    estimate also in bits per dimension (``*_bpd``). ``neg_elbo``, ``recon`` and ``kl`` use the whole ``data``;
+    ``chunk`` bounds the decoder evaluations per batch of the IWAE estimate (memory).
+    """
+    images = _images(data)
+    dims = int(images[0].numel())
+    loss = dataset_loss(model, images, beta=1.0, seed=seed)
+    out: dict[str, Any] = {"images": len(images), "recon": loss["recon"], "mse": loss["mse"]}
+    proper = model.config.likelihood == "gaussian"
+    if isinstance(model, VAE):
+        sub = images[:n] if n is not None else images
+        gen = torch.Generator().manual_seed(seed)
+        device = _device_of(model)
+        iwae = torch.cat([log_likelihood_estimate(model, to_float(sub[i:i + 100].to(device)), k, generator=gen,
+                                                  chunk=chunk) for i in range(0, len(sub), 100)])
+        units, _ = active_units(model, images, threshold)
+        out.update({"neg_elbo": loss["loss"], "kl": loss["kl"], "k": k, "iwae_images": len(sub),
+                    "iwae_nll": float(-iwae.mean()),
+                    "neg_elbo_on_iwae_images": dataset_loss(model, sub, beta=1.0, seed=seed)["loss"],
+                    "active_units": units, "latent_dim": model.latent_dim,
+                    "kl_per_dim": kl_per_dimension(model, images).tolist()})
+    if proper:
+        for key in ("neg_elbo", "iwae_nll"):
+            if key in out:
+                out[f"{key}_bpd"] = bits_per_dim(out[key], dims)
+    return out

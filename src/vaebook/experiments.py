@@ -16,6 +16,9 @@ from .models import ModelConfig
 from .train import TrainConfig
 
 FMNIST = (1, 28, 28)
+FACES = (3, 64, 64)  # CelebA, centre-cropped and resized (vaebook.data.celeba's default)
+FULL_CELEBA = (3, 218, 178)  # CelebA's aligned images at their original size
+FREY = (1, 28, 20)
 BETAS = (0.1, 0.5, 1, 4, 16)  # the beta-VAE sweep; beta = 1 is fmnist-mlp-vae
 
 
@@ -32,6 +35,8 @@ class Experiment:
         book: whether ``reproduce`` trains it and ships its weights.
         exclude_labels: classes left out of the training set (the test set keeps
             them), e.g. to detect a class never seen as an anomaly.
+        eval_k, eval_images: importance samples per image and test images for the
+            IWAE estimate of ``python -m vaebook evaluate`` (smaller for big decoders).
     """
 
     name: str
@@ -42,14 +47,19 @@ class Experiment:
     data_options: dict[str, Any] = field(default_factory=dict)
     book: bool = True
     exclude_labels: tuple[int, ...] = ()
+    eval_k: int = 2000
+    eval_images: int = 500
 
-    def load_data(self, root: str | None = None, download: bool = True) -> tuple[ImageDataset, ImageDataset]:
-        """The (train, test) sets this experiment trains and evaluates on."""
-        loader = DATASETS[self.data]
+    def load_split(self, split: str, root: str | None = None, download: bool = True) -> ImageDataset:
+        """One split (``"train"`` or ``"test"``) of this experiment's data set, as the model expects it."""
         options = dict(self.data_options)
         if self.data in ("fashion-mnist", "frey"):
             options["download"] = download
-        train, test = loader("train", root=root, **options), loader("test", root=root, **options)
+        return DATASETS[self.data](split, root=root, **options)
+
+    def load_data(self, root: str | None = None, download: bool = True) -> tuple[ImageDataset, ImageDataset]:
+        """The (train, test) sets this experiment trains and evaluates on."""
+        train, test = self.load_split("train", root, download), self.load_split("test", root, download)
         if self.exclude_labels:
             keep = ~torch.isin(train.labels, torch.tensor(self.exclude_labels))
             train = train.subset(keep.nonzero().squeeze(1))
@@ -60,6 +70,9 @@ class Experiment:
 
 
 _CONV = dict(arch="conv", in_shape=FMNIST, channels=(32, 64), likelihood="bernoulli")
+_FACES = dict(arch="conv", in_shape=FACES, channels=(32, 64, 128, 256), likelihood="gaussian")
+_MLP = dict(kind="vae", arch="mlp", in_shape=FMNIST, hidden=400)
+_CLASSIC = dict(epochs=10, batch_size=128, lr=1e-3)
 
 EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
     Experiment("fmnist-ae", "Conv autoencoder, 16-d code, Bernoulli (BCE) loss", "fashion-mnist",
@@ -82,6 +95,30 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
     Experiment("fmnist-ae-no-bags", "Conv autoencoder trained without the Bag class, for anomaly detection",
                "fashion-mnist", ModelConfig(kind="ae", latent_dim=16, **_CONV), TrainConfig(epochs=5),
                exclude_labels=(8,)),
+    Experiment("celeba-ae", "Conv autoencoder on 64x64 RGB CelebA faces, 128-d code, Gaussian (squared error) loss",
+               "celeba", ModelConfig(kind="ae", latent_dim=128, sigma=0.1, **_FACES), TrainConfig(epochs=20, batch_size=64),
+               eval_k=100, eval_images=100),
+    Experiment("celeba-vae", "Conv VAE on 64x64 RGB CelebA faces, 128-d latent, Gaussian decoder with sigma = 0.5",
+               "celeba", ModelConfig(kind="vae", latent_dim=128, sigma=0.5, **_FACES),
+               TrainConfig(epochs=20, batch_size=64), eval_k=100, eval_images=100),
+    Experiment("celeba-vae-sigma0.1", "The same VAE with sigma = 0.1: sharp reconstructions, samples that are not faces",
+               "celeba", ModelConfig(kind="vae", latent_dim=128, sigma=0.1, **_FACES),
+               TrainConfig(epochs=20, batch_size=64), eval_k=100, eval_images=100),
+    Experiment("celeba-drafts-ae", "The drafts' autoencoder: full-size 218x178 RGB, channels 16-32-64-128-256, MSE, "
+               "Adam, 10 epochs (needs the full CelebA and a GPU)", "celeba",
+               ModelConfig(kind="ae", arch="conv", in_shape=FULL_CELEBA, latent_dim=128,
+                           channels=(16, 32, 64, 128, 256), likelihood="gaussian", sigma=0.5 ** 0.5),
+               TrainConfig(epochs=10, batch_size=64), data_options=dict(size=(218, 178), crop=False), book=False),
+    Experiment("frey-vae-2d", "MLP VAE 560-200-2 on the Frey faces, Gaussian decoder: the learned 2-D face manifold",
+               "frey", ModelConfig(kind="vae", arch="mlp", in_shape=FREY, latent_dim=2, hidden=200,
+                                   likelihood="gaussian", sigma=0.3),
+               TrainConfig(epochs=300, batch_size=100, lr=1e-3)),
+    Experiment("fmnist-mlp-vae-z64", "MLP VAE with a 64-d latent: more dimensions than the data needs collapse",
+               "fashion-mnist", ModelConfig(latent_dim=64, **_MLP), TrainConfig(**_CLASSIC)),
+    Experiment("fmnist-mlp-vae-z64-warmup", "The 64-d MLP VAE with KL warm-up over 5 epochs",
+               "fashion-mnist", ModelConfig(latent_dim=64, **_MLP), TrainConfig(**_CLASSIC, kl_warmup_epochs=5)),
+    Experiment("fmnist-mlp-vae-z64-freebits", "The 64-d MLP VAE with free bits: 0.25 nats per dimension uncharged",
+               "fashion-mnist", ModelConfig(latent_dim=64, **_MLP), TrainConfig(**_CLASSIC, free_bits=0.25)),
 ] + [
     Experiment(f"fmnist-mlp-vae-beta{beta:g}", f"Reference MLP VAE with beta = {beta:g} (the beta-VAE sweep)",
                "fashion-mnist", ModelConfig(kind="vae", arch="mlp", in_shape=FMNIST, latent_dim=20, hidden=400),

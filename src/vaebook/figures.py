@@ -22,7 +22,7 @@ from matplotlib.figure import Figure
 from torchvision.utils import make_grid
 
 from .data import ImageDataset, to_float
-from .evaluate import embed_dataset, kl_per_dimension
+from .evaluate import attribute_vectors, embed_dataset, kl_per_dimension, nearest_neighbours
 from .models import LatentModel, VAE
 
 plt.rcParams.update({"figure.dpi": 100, "savefig.dpi": 150, "font.size": 9})
@@ -212,13 +212,14 @@ def samples_figure(model: VAE, n: int = 32, nrow: int = 8, seed: int = 0, title:
                              path=path)
 
 
-def manifold_figure(model: LatentModel, n: int = 15, data: ImageDataset | None = None,
+def manifold_figure(model: LatentModel, n: int = 15, data: ImageDataset | None = None, height: float = 6.0,
                     path: str | os.PathLike | None = None) -> Figure:
     """Decodes of an ``n x n`` grid over a 2-D latent space.
 
     For a VAE the grid follows Kingma & Welling: the prior's quantiles
     ``Phi^-1(linspace(0.05, 0.95, n))`` on each axis, so each cell has equal prior mass.
     For an autoencoder (no prior) it spans the 1st to 99th percentile of the codes of ``data``.
+    ``height`` is the figure's height in inches.
     """
     if model.latent_dim != 2:
         raise ValueError(f"a manifold grid needs a 2-d latent space, this model has {model.latent_dim}")
@@ -235,7 +236,7 @@ def manifold_figure(model: LatentModel, n: int = 15, data: ImageDataset | None =
     z2, z1 = torch.meshgrid(axes_values[1].flip(0), axes_values[0], indexing="ij")  # top row = largest z2
     images = _decode(model, torch.stack([z1.flatten(), z2.flatten()], 1))
     h, w = images.shape[-2:]
-    fig, ax = plt.subplots(figsize=(6 * w / h, 6))
+    fig, ax = plt.subplots(figsize=(height * w / h, height))
     ax.imshow(grid_array(images, nrow=n, padding=0), interpolation="nearest")
     ax.set_xticks([(i + 0.5) * w for i in (0, n // 2, n - 1)], [f"{float(axes_values[0][i]):.2f}" for i in (0, n // 2, n - 1)])
     ax.set_yticks([(i + 0.5) * h for i in (0, n // 2, n - 1)],
@@ -800,27 +801,97 @@ def naive_monte_carlo_figure(model: VAE, x: torch.Tensor, ks: Sequence[int] = (1
     return save(fig, path)
 
 
+# --------------------------------------------------------------------------- faces
+
+FACE_ATTRIBUTES = ("Smiling", "Eyeglasses", "Blond_Hair", "Male")
+
+
+def attribute_figure(model: LatentModel, data: ImageDataset, faces: ImageDataset,
+                     attributes: Sequence[str] = FACE_ATTRIBUTES, strengths: Sequence[float] = (0, 0.5, 1, 1.5, 2),
+                     path: str | os.PathLike | None = None) -> Figure:
+    """Latent attribute vectors at work: for each attribute, a face without it, then
+    ``decode(z + s * v)`` for each strength ``s``.
+
+    ``v`` is `vaebook.evaluate.attribute_vectors` on ``data`` (mean code with the
+    attribute minus mean code without); the face is the first one in ``faces``
+    that lacks the attribute, so ``s = 0`` is its plain reconstruction.
+    """
+    vectors = attribute_vectors(model, data, tuple(attributes))
+    s = torch.tensor([float(v) for v in strengths])[:, None]
+    rows = []
+    for name, v in vectors.items():
+        i = int((faces.attributes[:, faces.attribute_names.index(name)] == 0).nonzero()[0, 0])
+        z = embed_dataset(model, faces.images[i:i + 1])
+        title = f"+ {name.replace('_', ' ')}: input, then s = " + ", ".join(f"{float(v):g}" for v in strengths)
+        rows.append((title, torch.cat([faces.float([i]), _decode(model, z + s * v)])))
+    return save(_rows_figure(rows, scale=0.9), path)
+
+
+def nearest_neighbour_figure(model: VAE, train: ImageDataset, n: int = 10, seed: int = 0,
+                             path: str | os.PathLike | None = None) -> Figure:
+    """VAE samples above the training images closest to them in pixel space.
+
+    If the model had memorised its training set, each pair would be the same face.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    samples = model.sample(n, generator=gen).float().cpu().clamp(0, 1)
+    _, index = nearest_neighbours(samples, train)
+    rows = [("VAE samples, z ~ N(0, I)", samples), ("the nearest training image (pixel distance)", train.float(index))]
+    return save(_rows_figure(rows, scale=0.9), path)
+
+
+def likelihood_width_figure(models: dict[str, VAE], images: torch.Tensor, n: int = 10, seed: int = 0,
+                            path: str | os.PathLike | None = None) -> Figure:
+    """For VAEs that differ in the decoder's standard deviation sigma: inputs, then each model's
+    reconstructions and its samples from the prior. A small sigma buys sharp reconstructions with
+    a KL term so weak that the prior's samples are not images like the data."""
+    x = _as_float(images[:n])
+    rows = [("input", x)]
+    for label, model in models.items():
+        gen = torch.Generator().manual_seed(seed)
+        rows.append((f"{label}: reconstructions", _reconstruct(model, x)))
+        rows.append((f"{label}: samples, z ~ N(0, I)", model.sample(n, generator=gen).float().cpu().clamp(0, 1)))
+    return save(_rows_figure(rows, scale=0.9), path)
+
+
+def celeba_numbers(vae: VAE, train: ImageDataset, test: ImageDataset, n: int = 1000,
+                   seed: int = 0, attributes: Sequence[str] = FACE_ATTRIBUTES) -> dict[str, Any]:
+    """The numbers the faces chapter quotes, computed from the models and the data.
+
+    * ``nn_rmse_*``: pixel RMSE from ``n`` VAE samples, ``n`` held-out test faces and
+      the VAE's reconstructions of those faces (``n`` at most the test set's size) to
+      their nearest training face (median, 5th percentile and minimum). Blurry images
+      sit closer to everything in pixel space, so the samples compare with the
+      reconstructions (as blurry, and of faces that are not in the training set). Samples that copied training faces would sit near 0;
+      new real faces give the scale of "new".
+    * ``attribute_counts``: training faces with each attribute (of ``len(train)``).
+    """
+    n = min(n, len(test))
+    gen = torch.Generator().manual_seed(seed)
+    samples = vae.sample(n, generator=gen).float().cpu().clamp(0, 1)
+    reconstructions = torch.cat([_reconstruct(vae, test.float(torch.arange(i, min(i + 250, n))))
+                                 for i in range(0, n, 250)])
+    queries = {"vae_samples": samples, "test_faces": test.images[:n], "vae_reconstructions": reconstructions}
+    out: dict[str, Any] = {"n": n, "n_train": len(train), "n_test": len(test), "seed": seed}
+    for key, q in queries.items():
+        rmse, _ = nearest_neighbours(q, train)
+        out[f"nn_rmse_{key}"] = {"median": float(rmse.median()), "p05": float(rmse.quantile(0.05)),
+                                 "min": float(rmse.min())}
+    out["attribute_counts"] = {a: int(train.attributes[:, train.attribute_names.index(a)].sum()) for a in attributes}
+    return out
+
+
 # --------------------------------------------------------------------------- the book's set
 
 
-def book_figures(out_dir: str | os.PathLike = "images", weights: str | os.PathLike | None = None,
-                 data_root: str | os.PathLike | None = None, device: str | None = None,
-                 download: bool = True) -> list[Path]:
-    """Draw every Fashion-MNIST figure the book includes from the pretrained weights.
-
-    Returns the paths written. Models missing from the manifest are reported by
-    `load_pretrained` with the command that trains them.
-    """
+def _fashion_mnist_figures(weights, data_root, dev, download) -> dict[str, Any]:
     from .checkpoints import load_pretrained, manifest
     from .data import fashion_mnist
     from .evaluate import reconstruction_errors
     from .experiments import BETAS
-    from .train import pick_device
 
     BAG = 8
 
-    dev = pick_device(device)
-    out = Path(out_dir)
     test = fashion_mnist("test", root=data_root, download=download)
     m = {name: load_pretrained(name, device=dev, folder=weights)
          for name in ("fmnist-ae", "fmnist-ae-2d", "fmnist-vae", "fmnist-vae-2d", "fmnist-mlp-vae",
@@ -830,7 +901,7 @@ def book_figures(out_dir: str | os.PathLike = "images", weights: str | os.PathLi
     entries = manifest(weights)
     first = test.images[:10]
     pair = (test.images[0], test.images[2])  # an ankle boot and a trouser
-    figs = {
+    return {
         "fmnist-test-images.png": lambda p: image_grid_figure(test.images[:32], nrow=8, path=p),
         "fmnist-reconstructions.png": lambda p: reconstruction_figure(
             {"autoencoder (16-d)": m["fmnist-ae"], "VAE (16-d)": m["fmnist-vae"]}, first, path=p),
@@ -861,8 +932,80 @@ def book_figures(out_dir: str | os.PathLike = "images", weights: str | os.PathLi
             {f"beta = {b:g}": betas[b] for b in BETAS}, test, path=p),
         "fmnist-naive-monte-carlo.png": lambda p: naive_monte_carlo_figure(m["fmnist-mlp-vae"], test.images[0], path=p),
     }
+
+
+def _frey_figures(weights, data_root, dev, download) -> dict[str, Any]:
+    from .checkpoints import load_pretrained
+    from .data import frey_faces
+
+    test = frey_faces("test", root=data_root, download=download)  # data first: a missing data set is skippable
+    vae = load_pretrained("frey-vae-2d", device=dev, folder=weights)
+    return {
+        "frey-faces.png": lambda p: image_grid_figure(test.images[:20], nrow=10, path=p),
+        "frey-vae-2d-manifold.png": lambda p: manifold_figure(vae, n=19, height=9, path=p),
+    }
+
+
+def _celeba_figures(weights, data_root, dev, download) -> dict[str, Any]:
+    from .checkpoints import load_pretrained, manifest, write_json
+    from .experiments import get
+
+    train, test = get("celeba-vae").load_data(data_root, download=download)  # data first: skippable if missing
+    ae, vae, sharp = (load_pretrained(name, device=dev, folder=weights)
+                      for name in ("celeba-ae", "celeba-vae", "celeba-vae-sigma0.1"))
+    entries = manifest(weights)
+    models = {"autoencoder (128-d)": ae, "VAE (128-d)": vae}
+    return {
+        "celeba-reconstructions.png": lambda p: reconstruction_figure(models, test.images[:10], path=p),
+        "celeba-ae-vs-vae-samples.png": lambda p: random_latent_figure(ae, test, n=10, seed=0, vae=vae, path=p),
+        "celeba-vae-samples.png": lambda p: samples_figure(vae, n=32, nrow=8, seed=0, path=p),
+        "celeba-interpolation.png": lambda p: interpolation_figure(
+            {"autoencoder": ae, "VAE": vae}, test.images[0], test.images[1], steps=10, path=p),
+        "celeba-attributes.png": lambda p: attribute_figure(vae, train, test, path=p),
+        "celeba-nearest-neighbours.png": lambda p: nearest_neighbour_figure(vae, train, n=10, seed=0, path=p),
+        "celeba-training-curves.png": lambda p: training_curves_figure(
+            {n: entries[n]["history"] for n in ("celeba-ae", "celeba-vae", "celeba-vae-sigma0.1")}, path=p),
+        "celeba-sigma.png": lambda p: likelihood_width_figure(
+            {f"sigma = {vae.config.sigma:g}": vae, f"sigma = {sharp.config.sigma:g}": sharp}, test.images, path=p),
+        "celeba-numbers.json": lambda p: write_json(p, celeba_numbers(vae, train, test)),
+    }
+
+
+FIGURE_SETS = {"fashion-mnist": _fashion_mnist_figures, "frey": _frey_figures, "celeba": _celeba_figures}
+
+
+def book_figures(out_dir: str | os.PathLike = "images", weights: str | os.PathLike | None = None,
+                 data_root: str | os.PathLike | None = None, device: str | None = None,
+                 download: bool = True, sets: Sequence[str] | None = None,
+                 skip_missing_data: bool = False) -> list[Path]:
+    """Draw every figure the book includes: the theory figures, then each data set's.
+
+    Next to the CelebA figures it writes ``celeba-numbers.json``, the numbers the faces
+    chapter quotes, so the chapter renders without the CelebA images.
+
+    The data-set figures come from the pretrained weights (models missing from the
+    manifest are reported by `load_pretrained` with the command that trains them).
+    ``sets`` picks among `FIGURE_SETS` (default: all). With ``skip_missing_data``, a
+    set whose data is not on disk (CelebA cannot be downloaded automatically) is
+    skipped with a printed line instead of stopping the run. Returns the paths written.
+    """
+    from .errors import DataNotFoundError
+    from .train import pick_device
+
+    dev = pick_device(device)
+    out = Path(out_dir)
     written = theory_figures(out)
-    for name, draw in figs.items():
-        plt.close(draw(out / name))
-        written.append(out / name)
+    for name in sets or FIGURE_SETS:
+        try:
+            figs = FIGURE_SETS[name](weights, data_root, dev, download)
+        except DataNotFoundError as e:
+            if not skip_missing_data:
+                raise
+            print(f"skipped the {name} figures: {str(e).splitlines()[0]}")
+            continue
+        for file, draw in figs.items():
+            result = draw(out / file)  # a Figure, or None for a JSON file of numbers
+            if result is not None:
+                plt.close(result)
+            written.append(out / file)
     return written

@@ -76,11 +76,14 @@ def elbo(out: torch.Tensor, x: torch.Tensor, mu: torch.Tensor, logvar: torch.Ten
 
 
 def loss_terms(output: dict[str, torch.Tensor], x: torch.Tensor, likelihood: str, sigma: float = 1.0,
-               beta: float = 1.0) -> dict[str, torch.Tensor]:
+               beta: float = 1.0, free_bits: float = 0.0) -> dict[str, torch.Tensor]:
     """The training loss of an autoencoder or VAE, averaged over the batch, per image, in nats.
 
     Args:
         output: a model's forward output; a VAE's has ``mu`` and ``logvar``.
+        free_bits: if positive, the KL in ``loss`` is ``sum_j max(free_bits, KL_j)`` with
+            ``KL_j`` the batch mean of dimension ``j``'s KL (Kingma et al., 2016);
+            ``kl`` still reports the true KL.
 
     Returns:
         ``recon`` (``-log p(x|z)``), ``kl`` (0 for an autoencoder) and
@@ -92,7 +95,10 @@ def loss_terms(output: dict[str, torch.Tensor], x: torch.Tensor, likelihood: str
         kl = gaussian_kl(output["mu"], output["logvar"]).mean()
     else:
         kl = torch.zeros((), device=x.device)
-    return {"loss": recon + beta * kl, "recon": recon, "kl": kl}
+    charged = kl
+    if free_bits > 0 and "mu" in output:
+        charged = gaussian_kl(output["mu"], output["logvar"], per_dimension=True).mean(0).clamp_min(free_bits).sum()
+    return {"loss": recon + beta * charged, "recon": recon, "kl": kl}
 
 
 @dataclass(frozen=True)

@@ -15,14 +15,30 @@ model, the optimizer and the random state, a run interrupted after any epoch and
 resumed ends with the same weights on the CPU as one that was never interrupted.
 
 A loss that becomes NaN or infinite stops training with `TrainingDivergedError`
-before anything is written, so the last good checkpoint survives. On CUDA the
-forward pass runs under bf16 autocast; losses are always computed in fp32. The
-host synchronises only every ``log_every`` steps, not at every step.
+before anything is written, so the last good checkpoint survives. The host
+synchronises only every ``log_every`` steps, not at every step.
+
+The fast path. The images stay one uint8 tensor and batches are sliced out of it
+and scaled to [0, 1] on the device: no DataLoader, no PIL, no per-image work. On
+CUDA the whole set is resident on the GPU when it fits (otherwise it stays in
+pinned host memory and each batch is copied asynchronously); the forward pass
+runs under bf16 autocast (losses in fp32), convolutions use channels-last memory,
+Adam is the fused CUDA kernel, and the model is compiled with `torch.compile`
+(``compile=None`` means "on CUDA only"). On the CPU the same loop runs in fp32
+on all cores.
+
+Several processes. Started by ``torchrun --nproc_per_node=N -m vaebook train
+NAME``, each process (rank) takes every N-th image of each global batch, the
+gradients are averaged by `DistributedDataParallel` (NCCL on GPUs, gloo on the
+CPU), the metrics are summed across ranks, and only rank 0 writes checkpoints,
+history and the model. With the same global batch, the result matches one
+process up to floating-point summation order.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -53,6 +69,13 @@ class TrainConfig:
         noise_std: standard deviation of Gaussian noise added to the inputs (clipped
             to [0, 1]) while the loss compares with the clean images: a denoising
             autoencoder. 0 trains an ordinary one.
+        kl_warmup_epochs: KL warm-up (Bowman et al., 2016): the KL weight rises linearly
+            from 0 to ``beta`` over this many epochs, so the decoder learns to use the
+            code before the KL term pushes the posteriors onto the prior. 0: none.
+        free_bits: nats per latent dimension that the KL term does not charge for
+            (Kingma et al., 2016): the loss uses ``sum_j max(free_bits, KL_j)``, with
+            ``KL_j`` averaged over the batch, so a dimension carrying less than
+            ``free_bits`` of information gets no push towards the prior. 0: none.
     """
 
     epochs: int = 10
@@ -62,6 +85,8 @@ class TrainConfig:
     seed: int = 0
     log_every: int = 50
     noise_std: float = 0.0
+    kl_warmup_epochs: float = 0.0
+    free_bits: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -109,7 +134,7 @@ def _progress(total: int, desc: str, enabled: bool):
 
 def train(model_config: ModelConfig, train_config: TrainConfig, train_set: ImageDataset, test_set: ImageDataset,
           run_dir: str | Path, device: str | torch.device | None = None, progress: bool = True,
-          resume: bool = True, meta: dict[str, Any] | None = None) -> TrainResult:
+          resume: bool = True, meta: dict[str, Any] | None = None, compile: bool | None = None) -> TrainResult:
     """Train a model and write checkpoints, history and the final model into ``run_dir``.
 
     Args:
@@ -121,12 +146,16 @@ def train(model_config: ModelConfig, train_config: TrainConfig, train_set: Image
         resume: continue from a checkpoint in ``run_dir`` if there is one (it must
             have been made with the same configs, except possibly more epochs).
         meta: extra fields (experiment name, data) recorded in ``model.json``.
+        compile: compile the model with `torch.compile`; None: only on CUDA.
 
     Raises:
         TrainingDivergedError: the loss became NaN or infinite (nothing is written).
         CheckpointError: the checkpoint in ``run_dir`` is damaged or from other configs.
     """
-    device = pick_device(device) if not isinstance(device, torch.device) else device
+    dist = _Distributed.start(device)
+    device = dist.device if dist.active else (pick_device(device) if not isinstance(device, torch.device) else device)
+    cuda = device.type == "cuda"
+    progress = progress and dist.rank == 0
     run_dir = Path(run_dir)
     cfg, tcfg = model_config, train_config
     if tuple(train_set.shape) != tuple(cfg.in_shape):
@@ -134,7 +163,9 @@ def train(model_config: ModelConfig, train_config: TrainConfig, train_set: Image
 
     torch.manual_seed(tcfg.seed)
     model = build_model(cfg).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=tcfg.lr)
+    if cuda:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.Adam(model.parameters(), lr=tcfg.lr, fused=True if cuda else None)
     history: list[dict[str, float]] = []
     start_epoch, elapsed = 0, 0.0
     info = load_checkpoint_info(run_dir) if resume else None
@@ -153,8 +184,11 @@ def train(model_config: ModelConfig, train_config: TrainConfig, train_set: Image
         if progress and start_epoch < tcfg.epochs:
             print(f"Resuming {run_dir} from epoch {start_epoch}.")
 
-    images = train_set.images.to(device)  # uint8; on a GPU the whole set is resident
-    autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    images = _place(train_set.images, device)  # uint8: resident on the GPU if it fits, else pinned host memory
+    autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=cuda)
+    step_model = dist.wrap(model)
+    if compile if compile is not None else cuda:
+        step_model = torch.compile(step_model)
     steps_per_epoch = math.ceil(len(images) / tcfg.batch_size)
     for epoch in range(start_epoch, tcfg.epochs):
         model.train()
@@ -162,28 +196,42 @@ def train(model_config: ModelConfig, train_config: TrainConfig, train_set: Image
         sums = torch.zeros(3, device=device)  # loss, recon, kl summed over images
         bar = _progress(steps_per_epoch, f"epoch {epoch + 1}/{tcfg.epochs}", progress)
         for step, idx in enumerate(shuffled_batches(len(images), tcfg.batch_size, tcfg.seed, epoch), 1):
-            x = to_float(images[idx.to(device)])
+            batch = len(idx)
+            idx = dist.shard(idx)
+            x = to_float(images[idx.to(images.device)].to(device, non_blocking=True))
+            if cuda:
+                x = x.contiguous(memory_format=torch.channels_last)
             x_in = (x + tcfg.noise_std * torch.randn_like(x)).clamp_(0, 1) if tcfg.noise_std > 0 else x
             with autocast:
-                output = model(x_in)
-            terms = loss_terms({k: v.float() for k, v in output.items()}, x, cfg.likelihood, cfg.sigma, tcfg.beta)
+                output = step_model(x_in)
+            beta = tcfg.beta
+            if tcfg.kl_warmup_epochs > 0:
+                beta *= min(1.0, (epoch * steps_per_epoch + step) / (tcfg.kl_warmup_epochs * steps_per_epoch))
+            terms = loss_terms({k: v.float() for k, v in output.items()}, x, cfg.likelihood, cfg.sigma, beta,
+                               free_bits=tcfg.free_bits)
             optimizer.zero_grad(set_to_none=True)
-            terms["loss"].backward()
+            # DDP averages gradients over ranks; weighting by the shard's share of the global batch
+            # makes that average the gradient of the global batch mean, even for a short last batch.
+            (terms["loss"] * (len(idx) * dist.world / batch) if dist.active else terms["loss"]).backward()
             optimizer.step()
             sums += torch.stack([terms["loss"], terms["recon"], terms["kl"]]).detach() * len(idx)
             if step % tcfg.log_every == 0 or step == steps_per_epoch:
-                _check_finite(sums, epoch, step, run_dir)
+                _check_finite(dist.sum(sums), epoch, step, run_dir)
                 bar.set_postfix(loss=f"{sums[0].item() / min(step * tcfg.batch_size, len(images)):.2f}")
             bar.update(1)
         bar.close()
+        if cuda:
+            torch.cuda.synchronize(device)
         seconds = time.perf_counter() - t0
-        train_loss, train_recon, train_kl = (sums / len(images)).tolist()
+        train_loss, train_recon, train_kl = (dist.sum(sums) / len(images)).tolist()
         test = dataset_loss(model, test_set, beta=tcfg.beta)
         history.append({"epoch": epoch + 1, "train_loss": train_loss, "train_recon": train_recon,
                         "train_kl": train_kl, "test_loss": test["loss"], "test_recon": test["recon"],
                         "test_kl": test["kl"], "test_mse": test["mse"], "seconds": seconds,
                         "images_per_second": len(images) / seconds})
         elapsed += seconds
+        if dist.rank != 0:
+            continue  # only rank 0 reports and writes
         if progress:
             print(f"epoch {epoch + 1}/{tcfg.epochs}: train loss {train_loss:.2f}, test loss {test['loss']:.2f} "
                   f"(recon {test['recon']:.2f}, KL {test['kl']:.2f}) nats/image, {seconds:.1f} s")
@@ -192,11 +240,18 @@ def train(model_config: ModelConfig, train_config: TrainConfig, train_set: Image
         write_json(run_dir / "history.json", history)
 
     model.eval()
+    if dist.active:
+        dist.finish()
+    if cuda:
+        model = model.to(memory_format=torch.contiguous_format)
     final = history[-1] if history else {}
+    if dist.rank != 0:
+        return TrainResult(model, history, run_dir)
     save_model(run_dir, model, {
         **(meta or {}), "train": tcfg.to_dict(), "epochs": len(history),
         "test_metrics": {k[5:]: final[k] for k in final if k.startswith("test_")},
-        "device": _device_name(device), "wall_time_s": round(elapsed, 1),
+        "device": _device_name(device) + (f" x {dist.world} ({dist.backend})" if dist.active else ""),
+        "wall_time_s": round(elapsed, 1),
         "torch_version": torch.__version__, "vaebook_version": __version__, "history": history,
     })
     return TrainResult(model, history, run_dir)
@@ -217,3 +272,68 @@ def _device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return f"cuda ({torch.cuda.get_device_name(device)})"
     return device.type
+
+
+def _place(images: torch.Tensor, device: torch.device, budget: float = 0.5) -> torch.Tensor:
+    """The uint8 image tensor where batches are sliced from: on ``device`` if it is a GPU with room
+    for it (at most ``budget`` of the free memory), else in host memory, pinned when a GPU will read it."""
+    if device.type != "cuda":
+        return images.to(device)
+    free, _ = torch.cuda.mem_get_info(device)
+    if images.numel() * images.element_size() <= budget * free:
+        return images.to(device)
+    return images.pin_memory()
+
+
+@dataclass
+class _Distributed:
+    """The process group when started by ``torchrun`` (``WORLD_SIZE > 1``); inactive otherwise."""
+
+    active: bool = False
+    rank: int = 0
+    world: int = 1
+    device: torch.device = torch.device("cpu")
+    backend: str = ""
+
+    @classmethod
+    def start(cls, device: str | torch.device | None) -> "_Distributed":
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world <= 1:
+            return cls()
+        import torch.distributed as tdist
+
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        use_cuda = torch.cuda.is_available() and str(device) not in ("cpu",)
+        dev = torch.device("cuda", local) if use_cuda else torch.device("cpu")
+        backend = "nccl" if use_cuda else "gloo"
+        if use_cuda:
+            torch.cuda.set_device(dev)
+        if not tdist.is_initialized():
+            tdist.init_process_group(backend)
+        return cls(True, tdist.get_rank(), tdist.get_world_size(), dev, backend)
+
+    def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
+        if not self.active:
+            return model
+        from torch.nn.parallel import DistributedDataParallel
+
+        return DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+
+    def shard(self, idx: torch.Tensor) -> torch.Tensor:
+        """This rank's part of a global batch: every ``world``-th index, starting at ``rank``."""
+        return idx[self.rank::self.world] if self.active else idx
+
+    def sum(self, t: torch.Tensor) -> torch.Tensor:
+        """``t`` summed over all ranks (a copy; ``t`` itself is left alone)."""
+        if not self.active:
+            return t
+        import torch.distributed as tdist
+
+        t = t.clone()
+        tdist.all_reduce(t)
+        return t
+
+    def finish(self) -> None:
+        import torch.distributed as tdist
+
+        tdist.barrier()
