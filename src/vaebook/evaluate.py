@@ -299,29 +299,25 @@ def evaluate_model(model: LatentModel, data: ImageDataset | torch.Tensor, k: int
     ``neg_elbo`` (= recon + kl), ``kl``, ``iwae_nll`` (``-log p(x)`` estimated with ``k``
     importance samples on the first ``n`` images; ``neg_elbo_on_iwae_images`` is the
     negative ELBO on the same images, so the two compare), ``active_units`` and
-    ``kl_per_dim``. For a VAE with a Gaussian decoder, the negative ELBO and the IWAE
-    estimate also in bits per dimension (``*_bpd``). ``neg_elbo``, ``recon`` and ``kl`` use the whole ``data``;
-    ``chunk`` bounds the decoder evaluations per batch of the IWAE estimate (memory).
+    ``kl_per_dim``; with a Gaussian decoder, the negative ELBO and the IWAE estimate also
+    in bits per dimension (``*_bpd``). ``neg_elbo``, ``recon`` and ``kl`` use the whole
+    ``data``; ``chunk`` bounds the decoder evaluations per batch of the IWAE estimate.
     """
     images = _images(data)
-    dims = int(images[0].numel())
     loss = dataset_loss(model, images, beta=1.0, seed=seed)
     out: dict[str, Any] = {"images": len(images), "recon": loss["recon"], "mse": loss["mse"]}
-    proper = model.config.likelihood == "gaussian"
-    if isinstance(model, VAE):
-        sub = images[:n] if n is not None else images
-        gen = torch.Generator().manual_seed(seed)
-        device = _device_of(model)
-        iwae = torch.cat([log_likelihood_estimate(model, to_float(sub[i:i + 100].to(device)), k, generator=gen,
-                                                  chunk=chunk) for i in range(0, len(sub), 100)])
-        units, _ = active_units(model, images, threshold)
-        out.update({"neg_elbo": loss["loss"], "kl": loss["kl"], "k": k, "iwae_images": len(sub),
-                    "iwae_nll": float(-iwae.mean()),
-                    "neg_elbo_on_iwae_images": dataset_loss(model, sub, beta=1.0, seed=seed)["loss"],
-                    "active_units": units, "latent_dim": model.latent_dim,
-                    "kl_per_dim": kl_per_dimension(model, images).tolist()})
-    if proper:
-        for key in ("neg_elbo", "iwae_nll"):
-            if key in out:
-                out[f"{key}_bpd"] = bits_per_dim(out[key], dims)
+    if not isinstance(model, VAE):
+        return out  # an autoencoder has no likelihood
+    sub = images[:n] if n is not None else images
+    gen = torch.Generator().manual_seed(seed)
+    iwae = torch.cat([log_likelihood_estimate(model, _inputs(model, sub[i:i + 100]), k, generator=gen, chunk=chunk)
+                      for i in range(0, len(sub), 100)])
+    out.update({"neg_elbo": loss["loss"], "kl": loss["kl"], "k": k, "iwae_images": len(sub),
+                "iwae_nll": float(-iwae.mean()),
+                "neg_elbo_on_iwae_images": dataset_loss(model, sub, beta=1.0, seed=seed)["loss"],
+                "active_units": active_units(model, images, threshold)[0], "latent_dim": model.latent_dim,
+                "kl_per_dim": kl_per_dimension(model, images).tolist()})
+    if model.config.likelihood == "gaussian":  # a proper density of x: bits per dimension mean something
+        dims = int(images[0].numel())
+        out["neg_elbo_bpd"], out["iwae_nll_bpd"] = bits_per_dim(out["neg_elbo"], dims), bits_per_dim(out["iwae_nll"], dims)
     return out

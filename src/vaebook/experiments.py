@@ -71,8 +71,8 @@ class Experiment:
 
 _CONV = dict(arch="conv", in_shape=FMNIST, channels=(32, 64), likelihood="bernoulli")
 _FACES = dict(arch="conv", in_shape=FACES, channels=(32, 64, 128, 256), likelihood="gaussian")
-_MLP = dict(kind="vae", arch="mlp", in_shape=FMNIST, hidden=400)
-_CLASSIC = dict(epochs=10, batch_size=128, lr=1e-3)
+_MLP = dict(kind="vae", arch="mlp", in_shape=FMNIST, hidden=400)  # the classic MLP VAE (Kingma & Welling)
+_CLASSIC = dict(epochs=10, batch_size=128, lr=1e-3)  # and its training (pytorch/examples)
 
 EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
     Experiment("fmnist-ae", "Conv autoencoder, 16-d code, Bernoulli (BCE) loss", "fashion-mnist",
@@ -84,8 +84,7 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
     Experiment("fmnist-vae-2d", "Conv VAE, 2-d latent for plotting the latent space and manifold", "fashion-mnist",
                ModelConfig(kind="vae", latent_dim=2, **_CONV), TrainConfig(epochs=5)),
     Experiment("fmnist-mlp-vae", "Reference MLP VAE 784-400-20 (Kingma & Welling; pytorch/examples)",
-               "fashion-mnist", ModelConfig(kind="vae", arch="mlp", in_shape=FMNIST, latent_dim=20, hidden=400),
-               TrainConfig(epochs=10, batch_size=128, lr=1e-3)),
+               "fashion-mnist", ModelConfig(latent_dim=20, **_MLP), TrainConfig(**_CLASSIC)),
     Experiment("fmnist-linear-ae", "Linear autoencoder 784-16-784, Gaussian (squared error) loss: PCA's subspace",
                "fashion-mnist", ModelConfig(kind="ae", arch="linear", in_shape=FMNIST, latent_dim=16,
                                             likelihood="gaussian", sigma=1.0),
@@ -96,8 +95,8 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
                "fashion-mnist", ModelConfig(kind="ae", latent_dim=16, **_CONV), TrainConfig(epochs=5),
                exclude_labels=(8,)),
     Experiment("celeba-ae", "Conv autoencoder on 64x64 RGB CelebA faces, 128-d code, Gaussian (squared error) loss",
-               "celeba", ModelConfig(kind="ae", latent_dim=128, sigma=0.1, **_FACES), TrainConfig(epochs=20, batch_size=64),
-               eval_k=100, eval_images=100),
+               "celeba", ModelConfig(kind="ae", latent_dim=128, sigma=0.1, **_FACES),
+               TrainConfig(epochs=20, batch_size=64), eval_k=100, eval_images=100),
     Experiment("celeba-vae", "Conv VAE on 64x64 RGB CelebA faces, 128-d latent, Gaussian decoder with sigma = 0.5",
                "celeba", ModelConfig(kind="vae", latent_dim=128, sigma=0.5, **_FACES),
                TrainConfig(epochs=20, batch_size=64), eval_k=100, eval_images=100),
@@ -121,8 +120,7 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
                "fashion-mnist", ModelConfig(latent_dim=64, **_MLP), TrainConfig(**_CLASSIC, free_bits=0.25)),
 ] + [
     Experiment(f"fmnist-mlp-vae-beta{beta:g}", f"Reference MLP VAE with beta = {beta:g} (the beta-VAE sweep)",
-               "fashion-mnist", ModelConfig(kind="vae", arch="mlp", in_shape=FMNIST, latent_dim=20, hidden=400),
-               TrainConfig(epochs=10, batch_size=128, lr=1e-3, beta=beta))
+               "fashion-mnist", ModelConfig(latent_dim=20, **_MLP), TrainConfig(**_CLASSIC, beta=beta))
     for beta in BETAS if beta != 1
 ]}
 

@@ -860,10 +860,10 @@ def celeba_numbers(vae: VAE, train: ImageDataset, test: ImageDataset, n: int = 1
 
     * ``nn_rmse_*``: pixel RMSE from ``n`` VAE samples, ``n`` held-out test faces and
       the VAE's reconstructions of those faces (``n`` at most the test set's size) to
-      their nearest training face (median, 5th percentile and minimum). Blurry images
-      sit closer to everything in pixel space, so the samples compare with the
-      reconstructions (as blurry, and of faces that are not in the training set). Samples that copied training faces would sit near 0;
-      new real faces give the scale of "new".
+      their nearest training face (median, 5th percentile and minimum). Samples that
+      copied training faces would sit near 0; new real faces give the scale of "new";
+      and since blurry images sit closer to everything in pixel space, the blurry
+      reconstructions of faces not in the training set are the fair comparison.
     * ``attribute_counts``: training faces with each attribute (of ``len(train)``).
     """
     n = min(n, len(test))

@@ -187,7 +187,7 @@ def train(model_config: ModelConfig, train_config: TrainConfig, train_set: Image
     images = _place(train_set.images, device)  # uint8: resident on the GPU if it fits, else pinned host memory
     autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=cuda)
     step_model = dist.wrap(model)
-    if compile if compile is not None else cuda:
+    if cuda if compile is None else compile:  # by default, compile on CUDA only
         step_model = torch.compile(step_model)
     steps_per_epoch = math.ceil(len(images) / tcfg.batch_size)
     for epoch in range(start_epoch, tcfg.epochs):
