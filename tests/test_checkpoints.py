@@ -176,9 +176,16 @@ def test_publish_and_load_pretrained(tmp_path):
     assert ModelConfig.from_dict(entry["config"]) == TINY
     assert entry["experiment"] == "tiny" and entry["epochs"] == 2
 
+    # shipped in half precision: every weight is the float16 rounding of the trained one, loaded as float32
+    stored = C.load_tensors(weights, entry["sha256"])
+    assert entry["dtype"] == "float16" and {v.dtype for v in stored.values()} == {torch.float16}
     loaded = C.load_pretrained("tiny", folder=folder)
+    for k, v in model.state_dict().items():
+        assert loaded.state_dict()[k].dtype == torch.float32
+        assert torch.equal(loaded.state_dict()[k], v.half().float()), k
+        assert torch.allclose(loaded.state_dict()[k], v, rtol=2 ** -11, atol=2 ** -24), k  # float16's rounding
     for k, v in outputs(model).items():
-        assert torch.equal(outputs(loaded)[k], v), k
+        assert torch.allclose(outputs(loaded)[k], v, rtol=1e-2, atol=1e-3), k
 
     # a second model joins the manifest; the first entry stays
     C.publish(tmp_path / "run", "another", folder=folder)
@@ -208,8 +215,33 @@ def test_load_pretrained_unknown_name(tmp_path):
         C.load_pretrained("fmnist-nope", folder=folder)
     msg = str(info.value)
     assert "fmnist-nope" in msg and "other, tiny" in msg and "python -m vaebook train" in msg
-    with pytest.raises(CheckpointError, match="available: none"):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match="available: none: .*empty has no manifest.json"):
         C.load_pretrained("tiny", folder=tmp_path / "empty")
+    with pytest.raises(CheckpointError, match="weights folder .*nowhere does not exist"):
+        C.load_pretrained("tiny", folder=tmp_path / "nowhere")
+
+
+def test_half_precision_rounds_floats_and_keeps_the_rest():
+    state = {"w": torch.tensor([1.0, 1 + 2 ** -12, -3.14159, 1e-9]), "big": torch.tensor([1e6, 1.0]),
+             "steps": torch.tensor([3]), "inf": torch.tensor([float("inf")])}
+    half = C.half_precision(state)
+    assert half["w"].dtype == torch.float16 and half["w"].tolist() == [1.0, 1.0, -3.140625, 0.0]
+    assert half["big"].dtype == torch.float32 and torch.equal(half["big"], state["big"])  # beyond 65,504
+    assert half["steps"].dtype == torch.int64 and half["inf"].dtype == torch.float16
+
+
+def test_publish_records_the_test_metrics_of_the_stored_weights(tmp_path):
+    from vaebook.data import ImageDataset
+    from vaebook.evaluate import dataset_loss
+
+    model = tiny_model(5).eval()
+    C.save_model(tmp_path / "run", model, {"test_metrics": {"loss": -1.0}})
+    images = torch.randint(0, 256, (20, *TINY.in_shape), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    entry = C.publish(tmp_path / "run", "tiny", folder=tmp_path / "w", test_set=ImageDataset(images), beta=2.0)
+    shipped = C.load_pretrained("tiny", folder=tmp_path / "w")
+    assert entry["test_metrics"] == dataset_loss(shipped, images, beta=2.0)
+    assert entry["test_metrics"]["loss"] == pytest.approx(entry["test_metrics"]["recon"] + 2 * entry["test_metrics"]["kl"])
 
 
 def test_pretrained_folder_is_shipped_as_package_data():

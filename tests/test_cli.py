@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -216,10 +217,13 @@ def test_damaged_checkpoint_is_reported_without_traceback(env, tmp_path, capsys,
 
 
 def test_checkpoint_of_other_config_is_refused(env, tmp_path, capsys, fake_fmnist):
+    import shutil
+
     out = tmp_path / "out"
     assert tiny_train(fake_fmnist, out, epochs=1) == 0
     capsys.readouterr()
-    code = main(["train", "fmnist-mlp-vae", "--data-root", str(fake_fmnist), "--epochs", "2", "--lr", "0.5",
+    shutil.copytree(out / "fmnist-mlp-vae", out / "fmnist-mlp-vae-beta4")  # a beta = 1 run where beta = 4 resumes
+    code = main(["train", "fmnist-mlp-vae-beta4", "--data-root", str(fake_fmnist), "--epochs", "2",
                  "--out", str(out), "--quiet", "--device", "cpu"])
     assert code == 1
     err = capsys.readouterr().err
@@ -271,9 +275,17 @@ def test_reproduce_without_face_data_keeps_the_shipped_face_weights(env, tmp_pat
                  "-k", "3"])
     assert code == 0
     out = capsys.readouterr().out
+    book = [e.name for e in experiments.EXPERIMENTS.values() if e.book]
+    for k, name in enumerate(book, 1):
+        assert f"reproduce: experiment {k} of {len(book)}: {name} (" in out
+    assert "of training left, by the shipped models' relative times" in out
+    lines = out.splitlines()
     for name in ("celeba-ae", "celeba-vae", "frey-vae-2d"):
-        assert f"skipped {name}:" in out
-    assert "skipped the celeba figures" in out and "skipped the frey figures" in out
+        skip = next(line for line in lines if line.startswith(f"skipped {name}:"))
+        assert f"Searched: {fake_fmnist} (the path you gave)" in skip  # the places searched, not an empty list
+    for name in ("celeba", "frey"):
+        skip = next(line for line in lines if line.startswith(f"skipped the {name} figures:"))
+        assert f"Searched: {fake_fmnist} (the path you gave)" in skip
     shipped = checkpoints.manifest(weights)
     assert sorted(shipped) == sorted(e.name for e in experiments.EXPERIMENTS.values()
                                      if e.book and e.data == "fashion-mnist")
@@ -293,3 +305,105 @@ def test_evaluate_prints_the_bounds_of_a_shipped_model_and_refuses_unknown_names
     with pytest.raises(SystemExit) as exit_info:
         main(["evaluate", "no-such-model"])
     assert exit_info.value.code == 2 and "no shipped weights for no-such-model" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- folders that do not exist or cannot be written
+
+
+@pytest.mark.parametrize("command", [["train", "fmnist-mlp-vae"], ["figures"], ["evaluate", "fmnist-mlp-vae"],
+                                     ["reproduce"]])
+def test_a_data_root_that_does_not_exist_is_called_that(env, tmp_path, capsys, command):
+    missing = tmp_path / "no-such-folder"
+    code = main(command + ["--data-root", str(missing), "--out", str(tmp_path / "out"), "--device", "cpu"])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert err == f"vaebook: error: --data-root {missing} does not exist (or is not a folder).\n"
+    assert not missing.exists() and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("command", [["list"], ["figures"], ["evaluate", "fmnist-mlp-vae"]])
+def test_a_weights_folder_that_does_not_exist_is_named(env, tmp_path, capsys, command, fake_fmnist):
+    missing = tmp_path / "no-weights"
+    code = main(command + ["--weights", str(missing)] + ([] if command == ["list"] else ["--data-root", str(fake_fmnist)]))
+    assert code == 1
+    assert capsys.readouterr().err == f"vaebook: error: --weights {missing} does not exist (or is not a folder).\n"
+    (tmp_path / "empty").mkdir()
+    assert main(command + ["--weights", str(tmp_path / "empty")]) == 1
+    assert "has no manifest.json" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag", ["--out", "--images", "--weights"])
+def test_reproduce_checks_every_output_folder_before_training(env, tmp_path, capsys, fake_fmnist, flag):
+    folders = {"--out": tmp_path / "runs", "--images": tmp_path / "images", "--weights": tmp_path / "weights"}
+    folders[flag] = "/proc/vaebook-test/" + flag.strip("-")
+    argv = ["reproduce", "--epochs", "1", "--data-root", str(fake_fmnist), "--device", "cpu", "--quiet", "--no-download"]
+    code = main(argv + [str(a) for kv in folders.items() for a in kv])
+    assert code == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""  # nothing trained
+    assert captured.err.startswith(f"vaebook: error: Cannot write to {folders[flag]} (the {flag} folder): ")
+    assert captured.err.count("\n") == 1
+    assert not any(Path(f).exists() for f in folders.values())  # the check left no empty folders behind
+
+
+def test_train_into_an_unwritable_out_fails_before_loading_data(env, tmp_path, capsys, fake_fmnist, monkeypatch):
+    import vaebook.experiments
+
+    def no_data(*args, **kwargs):
+        raise AssertionError("data were loaded before the --out folder was checked")
+
+    monkeypatch.setattr(vaebook.experiments.Experiment, "load_data", no_data)
+    code = main(["train", "fmnist-mlp-vae", "--data-root", str(fake_fmnist), "--out", "/proc/vaebook-test",
+                 "--device", "cpu", "--quiet"])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert err.startswith("vaebook: error: Cannot write to /proc/vaebook-test (the --out folder): ") and err.count("\n") == 1
+
+
+def test_the_divergence_message_speaks_command_line_and_its_advice_resumes(env, tmp_path, capsys, fake_fmnist,
+                                                                           monkeypatch):
+    import re
+
+    import vaebook.train as train_module
+
+    out = tmp_path / "out"
+    assert tiny_train(fake_fmnist, out, epochs=1) == 0
+    real = train_module.loss_terms
+    def nan(*args, **kwargs):
+        terms = real(*args, **kwargs)
+        return {**terms, "loss": terms["loss"] * float("nan")}
+
+    monkeypatch.setattr(train_module, "loss_terms", nan)
+    assert tiny_train(fake_fmnist, out, epochs=2) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "lr=" not in err
+    assert "Training diverged" in err and "The last good checkpoint" in err and "epoch 1" in err
+    lr = re.search(r"Run the same command again with a smaller learning rate, e\.g\. --lr (\S+) ", err).group(1)
+    monkeypatch.setattr(train_module, "loss_terms", real)
+    code = main(["train", "fmnist-mlp-vae", "--data-root", str(fake_fmnist), "--epochs", "2", "--out", str(out),
+                 "--device", "cpu", "--no-download", "--lr", lr])
+    assert code == 0
+    captured = capsys.readouterr()
+    assert f"Resuming {out / 'fmnist-mlp-vae'} from epoch 1 with learning rate {lr}." in captured.out
+    history = json.loads((out / "fmnist-mlp-vae" / "history.json").read_text())
+    assert [h["lr"] for h in history] == [1e-3, float(lr)]
+
+
+def test_figures_skip_a_damaged_weights_file_and_draw_the_rest(env, tmp_path, capsys):
+    import shutil
+
+    from vaebook.checkpoints import PRETRAINED_DIR
+    from vaebook.figures import book_figures
+
+    _write_frey(tmp_path / "data" / "frey-faces")
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    shutil.copy(PRETRAINED_DIR / "manifest.json", weights)
+    (weights / "frey-vae-2d.safetensors").write_bytes(b"damaged")
+    written = book_figures(tmp_path / "images", weights=weights, data_root=tmp_path / "data", device="cpu",
+                           sets=["frey"], download=False)
+    out = capsys.readouterr().out
+    assert "skipped frey-vae-2d-manifold.png: " in out and "frey-vae-2d.safetensors is damaged" in out
+    assert (tmp_path / "images" / "frey-faces.png").is_file()  # drawn from the data alone
+    assert not (tmp_path / "images" / "frey-vae-2d-manifold.png").exists()
+    assert tmp_path / "images" / "frey-faces.png" in written

@@ -240,12 +240,16 @@ def test_fmnist_missing_message_names_places_and_fixes(tmp_path, isolated_env, m
     monkeypatch.setenv("VAEBOOK_DATA", str(tmp_path / "env"))
     with pytest.raises(DataNotFoundError) as info:
         fashion_mnist("train", download=False)
-    msg = str(info.value)
-    assert str(tmp_path / "env") in msg and "$VAEBOOK_DATA" in msg
-    assert str(isolated_env["debian"]) in msg
+    msg, first = str(info.value), str(info.value).splitlines()[0]
+    # the first line (what `figures` and `reproduce` print when they skip) names every place searched
+    assert first.startswith("Fashion-MNIST was not found. Searched: ")
+    assert str(tmp_path / "env") in first and "$VAEBOOK_DATA" in first
+    assert str(isolated_env["debian"]) in first
     assert "apt-get install dataset-fashion-mnist" in msg
-    assert "Colab" in msg and "download" in msg
-    assert "--data-root" in msg
+    # Python's words for a library user, the command line's for the CLI
+    assert "Colab" in msg and "download=True" in msg and "root=" in msg and "--" not in msg
+    cli = info.value.cli
+    assert cli.splitlines()[0] == first and "--no-download" in cli and "--data-root" in cli and "download=" not in cli
 
 
 def test_fmnist_missing_with_root_names_root(tmp_path, isolated_env):
@@ -687,3 +691,32 @@ def test_image_dataset_subset_and_checks():
         ImageDataset(images.float())
     with pytest.raises(ValueError):
         ImageDataset(images[:, 0])
+
+
+def test_a_failed_download_leaves_no_empty_folders(tmp_path, isolated_env, monkeypatch):
+    """torchvision creates root/FashionMNIST/raw before it downloads; when the download fails, vaebook
+    removes the folders it made (and only those), then names the failure in its message."""
+    import torchvision.datasets
+
+    def offline(root, train=True, download=False):
+        (Path(root) / "FashionMNIST" / "raw").mkdir(parents=True, exist_ok=True)
+        raise RuntimeError("Error downloading train-images-idx3-ubyte.gz:\nTried https://..., got: offline")
+
+    monkeypatch.setattr(torchvision.datasets, "FashionMNIST", offline)
+    users = tmp_path / "my-data"
+    users.mkdir()
+    (users / "notes.txt").write_text("mine")
+    for root in (users / "fmnist" / "new", users):
+        with pytest.raises(DataNotFoundError) as info:
+            fashion_mnist("train", root=root, download=True)
+        assert "torchvision download failed: RuntimeError: Error downloading train-images-idx3-ubyte.gz:" in str(info.value)
+        assert sorted(p.name for p in users.iterdir()) == ["notes.txt"]  # no empty folders, nothing of mine removed
+    with pytest.raises(DataNotFoundError):
+        fashion_mnist("train", download=True)  # the default target: the cache folder, created for the download
+    assert not isolated_env["cache"].exists()
+
+
+def test_a_root_that_does_not_exist_is_called_that(tmp_path, isolated_env):
+    with pytest.raises(DataNotFoundError) as info:
+        fashion_mnist("train", root=tmp_path / "typo", download=False)
+    assert f"Searched: {tmp_path / 'typo'} (the path you gave, does not exist)." in str(info.value)

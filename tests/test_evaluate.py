@@ -117,3 +117,35 @@ def test_evaluate_model_reports_what_each_kind_of_model_has():
                                  likelihood="gaussian", sigma=0.3))
     r_ae = evaluate_model(ae, images)
     assert set(r_ae) == {"images", "recon", "mse"}  # no likelihood, so no bits per dimension either
+
+
+def test_evaluation_measures_in_full_float32_with_cpu_noise_and_restores_the_flags(monkeypatch):
+    """On an NVIDIA GPU cuDNN would run float32 convolutions in TF32, and a CUDA generator draws other
+    numbers than a CPU one: evaluation turns TF32 off while it measures (and back on after), and draws z
+    with a CPU generator, so a GPU measures what the CPU measures."""
+    from vaebook.evaluate import dataset_loss, embed_dataset
+    from vaebook.models import VAE, ModelConfig, build_model
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(kind="vae", arch="conv", in_shape=(1, 8, 8), latent_dim=2, channels=(4,)))
+    images = torch.randint(0, 256, (6, 1, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", True)
+    seen, generators = [], []
+    real_encode, real_reparameterise = model.encode, VAE.reparameterise
+
+    def encode(x):
+        seen.append((torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32))
+        return real_encode(x)
+
+    def reparameterise(mu, logvar, generator=None):
+        generators.append(generator.device.type)
+        return real_reparameterise(mu, logvar, generator)
+
+    monkeypatch.setattr(model, "encode", encode)
+    monkeypatch.setattr(VAE, "reparameterise", staticmethod(reparameterise))
+    dataset_loss(model, images, batch_size=4)
+    embed_dataset(model, images)
+    assert len(seen) == 3 and set(seen) == {(False, False)}
+    assert generators == ["cpu", "cpu"]
+    assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32

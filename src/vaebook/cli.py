@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from .errors import DataNotFoundError, VaebookError
+from .errors import CheckpointError, DataNotFoundError, VaebookError
 
 
 def _common(p: argparse.ArgumentParser, out_default: str, out_help: str) -> None:
@@ -42,8 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint and start again")
     p.add_argument("--publish", action="store_true",
                    help="copy the trained model into the package's pretrained weights and manifest")
-    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
-                   help="compile the model with torch.compile (default: on CUDA only)")
+    _training(p)
     _common(p, "runs", "folder for run directories (default: runs)")
 
     p = sub.add_parser("evaluate", help="negative ELBO, IWAE estimate of -log p(x) and active units of shipped models")
@@ -65,13 +64,51 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", default="images", metavar="DIR", help="folder for the figures (default: images)")
     p.add_argument("-k", type=int, default=None,
                    help="importance samples per image for the evaluation table (default: each experiment's)")
+    _training(p)
     _common(p, "runs", "folder for run directories (default: runs)")
     return parser
+
+
+def _training(p: argparse.ArgumentParser) -> None:
+    from .train import PRECISIONS
+
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="autocast precision (default: auto, by the GPU: bf16 from compute capability 8.0, "
+                        "fp16 on 7.x such as the T4, fp32 on the CPU)")
+    p.add_argument("--compile", action="store_true",
+                   help="compile the model with torch.compile (off by default: compilation takes longer "
+                        "than it saves in short runs)")
 
 
 def _positive(parser: argparse.ArgumentParser, value: int | float | None, flag: str) -> None:
     if value is not None and value <= 0:
         parser.error(f"{flag} must be positive, got {value}")
+
+
+def _check_folders(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """Refuse, before any work, folders that do not exist or cannot be written."""
+    from .files import check_writable
+
+    if getattr(args, "data_root", None) is not None and not Path(args.data_root).expanduser().is_dir():
+        raise DataNotFoundError(f"--data-root {args.data_root} does not exist (or is not a folder).")
+    writes_weights = args.command == "reproduce" or getattr(args, "publish", False)
+    if args.weights is not None and not writes_weights:
+        folder = Path(args.weights)
+        if not folder.is_dir():
+            raise CheckpointError(f"--weights {folder} does not exist (or is not a folder).")
+        if not (folder / "manifest.json").is_file():
+            raise CheckpointError(f"--weights {folder} has no manifest.json: it is not a vaebook weights folder.")
+    folders = [("--out", args.out)] if args.command in ("train", "figures", "reproduce") else []
+    if args.command == "reproduce":
+        folders.append(("--images", args.images))
+    if writes_weights:
+        from .checkpoints import PRETRAINED_DIR
+
+        folders.append(("--weights", args.weights or PRETRAINED_DIR))
+    if args.command == "evaluate" and args.json:
+        folders.append(("--json", Path(args.json).parent))
+    for flag, folder in folders:
+        check_writable(folder, f"the {flag} folder")
 
 
 def _train_one(name: str, args: argparse.Namespace, publish: bool) -> None:
@@ -88,7 +125,7 @@ def _train_one(name: str, args: argparse.Namespace, publish: bool) -> None:
     t0 = time.perf_counter()
     result = train(exp.model, exp.train, train_set, test_set, run_dir, device=args.device,
                    progress=not args.quiet, resume=not getattr(args, "restart", False),
-                   meta={"experiment": name, "data": exp.data}, compile=getattr(args, "compile", None))
+                   meta={"experiment": name, "data": exp.data}, compile=args.compile, precision=args.precision)
     if int(os.environ.get("RANK", "0")) != 0:
         return  # under torchrun, rank 0 reports and publishes
     last = result.history[-1] if result.history else {}
@@ -96,8 +133,9 @@ def _train_one(name: str, args: argparse.Namespace, publish: bool) -> None:
           f"{time.perf_counter() - t0:.0f} s; model in {run_dir}")
     if publish:
         folder = Path(args.weights) if args.weights else checkpoints.PRETRAINED_DIR
-        entry = checkpoints.publish(run_dir, name, folder)
-        print(f"{name}: published to {folder / entry['file']}")
+        entry = checkpoints.publish(run_dir, name, folder, test_set=test_set, beta=exp.train.beta)
+        print(f"{name}: published to {folder / entry['file']} (half precision; test loss of the shipped weights "
+              f"{entry['test_metrics']['loss']:.2f})")
 
 
 def _print_evaluation(name: str, r: dict) -> None:
@@ -159,12 +197,72 @@ def _evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser, skip_mi
     return 0
 
 
+def _training_weights(names: list[str], epochs: int | None, shipped: dict) -> dict[str, float]:
+    """Relative training cost of each experiment: its shipped seconds per epoch times the epochs it will run.
+
+    Only ratios matter (the shipped times were recorded on another device); an
+    experiment without shipped weights counts as the median of the others.
+    """
+    from . import experiments
+
+    per_epoch = {n: shipped[n]["wall_time_s"] / max(1, shipped[n]["epochs"]) for n in names if n in shipped}
+    typical = sorted(per_epoch.values())[len(per_epoch) // 2] if per_epoch else 1.0
+    return {n: per_epoch.get(n, typical) * (epochs or experiments.get(n).train.epochs) for n in names}
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
+
+
+def _reproduce(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Train every book experiment (saying which of how many and about how long is left), then the figures and table."""
+    from . import experiments
+    from .checkpoints import manifest
+    from .figures import book_figures
+
+    t0 = time.perf_counter()
+    names = [e.name for e in experiments.EXPERIMENTS.values() if e.book]
+    cost = _training_weights(names, args.epochs, manifest(args.weights))
+    trained, done_cost, train_seconds = 0, 0.0, 0.0
+    for k, name in enumerate(names, 1):
+        left = sum(cost[n] for n in names[k - 1:])
+        estimate = (f"about {_minutes(train_seconds * left / done_cost)} of training left, by the shipped models' "
+                    "relative times" if done_cost > 0 else "the first experiment sets the pace of the estimate")
+        print(f"reproduce: experiment {k} of {len(names)}: {name} ({_minutes(time.perf_counter() - t0)} so far; "
+              f"{estimate})", flush=True)
+        start = time.perf_counter()
+        try:
+            _train_one(name, args, publish=True)
+            trained += 1
+        except DataNotFoundError as err:
+            if experiments.get(name).data == "fashion-mnist":
+                raise
+            # CelebA cannot be downloaded automatically: keep the shipped weights and say so.
+            print(f"skipped {name}: {str(err).splitlines()[0]} The shipped weights are kept; "
+                  f"see the README for where to get the data.")
+            continue
+        train_seconds += time.perf_counter() - start
+        done_cost += cost[name]
+    print(f"reproduce: drawing the figures ({_minutes(time.perf_counter() - t0)} so far)", flush=True)
+    written = book_figures(args.images, weights=args.weights, data_root=args.data_root, device=args.device,
+                           download=not args.no_download, skip_missing_data=True)
+    evaluation = Path(args.images) / "evaluation.json"  # the evaluation chapter's table
+    print(f"reproduce: the evaluation table ({_minutes(time.perf_counter() - t0)} so far)", flush=True)
+    _evaluate(argparse.Namespace(**{**vars(args), "names": [], "all": True, "images": None,
+                                    "json": str(evaluation)}), parser, skip_missing_data=True)
+    written.append(evaluation)
+    print(f"reproduce: trained and published {trained} of {len(names)} models, "
+          f"wrote {len(written)} files to {args.images} in {time.perf_counter() - t0:.0f} s")
+    return 0
+
+
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from . import experiments
 
     if args.command == "list":
         from .checkpoints import manifest
 
+        _check_folders(args, parser)
         shipped = manifest(args.weights)
         print(f"{'name':<28} {'epochs':>6} {'test loss':>9} {'train time':>10}  description")
         for e in experiments.EXPERIMENTS.values():
@@ -180,41 +278,21 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             parser.error(f"unknown experiment {args.name!r}; choose from: {', '.join(experiments.EXPERIMENTS)}")
         _positive(parser, args.epochs, "--epochs")
         _positive(parser, args.lr, "--lr")
+        _check_folders(args, parser)
         _train_one(args.name, args, args.publish)
         return 0
+    if args.command == "reproduce":
+        _positive(parser, args.epochs, "--epochs")
+    _check_folders(args, parser)
     if args.command == "evaluate":
         return _evaluate(args, parser)
+    if args.command == "reproduce":
+        return _reproduce(args, parser)
     from .figures import book_figures
 
-    if args.command == "figures":
-        written = book_figures(args.out, weights=args.weights, data_root=args.data_root, device=args.device,
-                               download=not args.no_download, skip_missing_data=True)
-        print(f"wrote {len(written)} files to {args.out}")
-        return 0
-    # reproduce
-    _positive(parser, args.epochs, "--epochs")
-    t0 = time.perf_counter()
-    trained = 0
-    for e in experiments.EXPERIMENTS.values():
-        if not e.book:
-            continue
-        try:
-            _train_one(e.name, args, publish=True)
-            trained += 1
-        except DataNotFoundError as err:
-            if e.data == "fashion-mnist":
-                raise
-            # CelebA cannot be downloaded automatically: keep the shipped weights and say so.
-            print(f"skipped {e.name}: {str(err).splitlines()[0]} The shipped weights are kept; "
-                  f"see the README for where to get the data.")
-    written = book_figures(args.images, weights=args.weights, data_root=args.data_root, device=args.device,
+    written = book_figures(args.out, weights=args.weights, data_root=args.data_root, device=args.device,
                            download=not args.no_download, skip_missing_data=True)
-    evaluation = Path(args.images) / "evaluation.json"  # the evaluation chapter's table
-    _evaluate(argparse.Namespace(**{**vars(args), "names": [], "all": True, "images": None,
-                                    "json": str(evaluation)}), parser, skip_missing_data=True)
-    written.append(evaluation)
-    print(f"reproduce: trained and published {trained} models, "
-          f"wrote {len(written)} files to {args.images} in {time.perf_counter() - t0:.0f} s")
+    print(f"wrote {len(written)} files to {args.out}")
     return 0
 
 
@@ -225,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return run(args, parser)
     except VaebookError as e:
-        print(f"vaebook: error: {e}", file=sys.stderr)
+        print(f"vaebook: error: {e.cli}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("\nvaebook: interrupted. Finished epochs are checkpointed; run the same command to resume.",

@@ -40,6 +40,7 @@ import numpy as np
 import torch
 
 from .errors import DataCorruptError, DataNotFoundError
+from .files import atomic_write, missing_dirs, remove_empty
 
 Split = Literal["train", "valid", "test"]
 
@@ -120,8 +121,10 @@ def _search(places: Sequence[tuple[str, Path]], find: Callable[[Path], Path | No
     return None
 
 
-def _searched(places: Sequence[tuple[str, Path]]) -> str:
-    return "\n".join(f"  - {p} ({why})" for why, p in places)
+def _not_found(what: str, places: Sequence[tuple[str, Path]]) -> str:
+    """The first line of a not-found message: what, and every place searched (a missing folder said so)."""
+    where = "; ".join(f"{p} ({why}{'' if p.exists() else ', does not exist'})" for why, p in places)
+    return f"{what} was not found. Searched: {where or 'nowhere'}."
 
 
 # The repository checkout this file lives in (src/vaebook/data.py), for the development copies
@@ -216,23 +219,28 @@ def fashion_mnist(split: Literal["train", "test"] = "train", root: str | os.Path
     folder = _search(places, _find_fmnist)
     if folder is None and download:
         target = Path(root).expanduser() if root is not None else cache_dir()
+        created = missing_dirs(target / "FashionMNIST" / "raw")  # torchvision's layout
         try:
             from torchvision.datasets import FashionMNIST
 
             FashionMNIST(str(target), train=True, download=True)
             FashionMNIST(str(target), train=False, download=True)
         except Exception as e:  # network errors come in many types; all mean "could not download"
-            places = places + [(f"torchvision download failed: {type(e).__name__}: {e}", target)]
+            remove_empty(created)  # a failed download leaves no empty folders behind
+            places = places + [(f"torchvision download failed: {type(e).__name__}: {str(e).splitlines()[0]}", target)]
         else:
             folder = _find_fmnist(target)
     if folder is None:
+        first = _not_found("Fashion-MNIST", places)
+        get = ("Get it with one of:\n"
+               "  - Debian/Ubuntu: sudo apt-get install dataset-fashion-mnist\n"
+               "  - on a machine with internet (Colab): {download}, and torchvision downloads it\n"
+               "  - {point} at a folder holding train-images-idx3-ubyte.gz and the other three files")
         raise DataNotFoundError(
-            "Fashion-MNIST was not found. Searched:\n" + _searched(places) + "\n"
-            "Get it with one of:\n"
-            "  - Debian/Ubuntu: sudo apt-get install dataset-fashion-mnist\n"
-            "  - any machine with internet (Colab): call with download=True (the default), which uses torchvision\n"
-            "  - point VAEBOOK_DATA or --data-root at a folder holding train-images-idx3-ubyte.gz and the other three files"
-        )
+            first + "\n" + get.format(download="call with download=True (the default)",
+                                      point="set VAEBOOK_DATA or pass root="),
+            cli=first + "\n" + get.format(download="run the command without --no-download",
+                                          point="set VAEBOOK_DATA or pass --data-root"))
     image_stem, label_stem = _FMNIST_FILES[split]
     paths = [_fmnist_file(folder, image_stem), _fmnist_file(folder, label_stem)]
     images, labels = (read_idx(p) for p in paths)
@@ -369,7 +377,7 @@ def celeba(split: Split = "train", root: str | os.PathLike | None = None, size: 
                             ("development subset", _CHECKOUT.parent / "shared" / "data" / "celeba-10k")])
     folder = _search(places, _is_celeba)
     if folder is None:
-        raise DataNotFoundError("CelebA was not found. Searched:\n" + _searched(places) + "\n" + CELEBA_SOURCES)
+        raise DataNotFoundError(_not_found("CelebA", places) + "\n" + CELEBA_SOURCES)
     _unpack_celeba_zip(folder)
     images, attrs, names = _celeba_split(folder, split, _as_hw(size), crop, cache, progress)
     return ImageDataset(images, attributes=attrs, attribute_names=tuple(names), name=f"celeba/{split}")
@@ -424,10 +432,10 @@ def _celeba_split(folder: Path, split: Split, hw: tuple[int, int] | None, crop: 
         raise DataCorruptError(f"A CelebA image in {folder / 'img_align_celeba'} cannot be decoded ({e}).") from None
     images = torch.from_numpy(images)
     if cache:
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cached.with_suffix(".tmp")
-        save_file({"images": images}, tmp)
-        os.replace(tmp, cached)
+        try:
+            atomic_write(cached, lambda p: save_file({"images": images}, str(p)))
+        except Exception:  # OutputError, or safetensors' own error type for a full disk
+            pass  # no room for the cache: the images are decoded again next time, nothing is lost
     return images, attrs, names
 
 
@@ -457,16 +465,20 @@ def frey_faces(split: Split = "train", root: str | os.PathLike | None = None, do
     path = _search(places, find)
     if path is None and download:
         target = Path(root).expanduser() if root is not None else cache_dir() / "frey-faces"
+        created = missing_dirs(target)
         try:
             from torchvision.datasets.utils import download_url
 
             download_url(FREY_URL, str(target), "frey_rawface.mat")
             path = find(target)
         except Exception as e:
-            places = places + [(f"download failed: {type(e).__name__}: {e}", target)]
+            remove_empty(created)
+            places = places + [(f"download failed: {type(e).__name__}: {str(e).splitlines()[0]}", target)]
     if path is None:
-        raise DataNotFoundError("The Frey Face data (frey_rawface.mat) was not found. Searched:\n" + _searched(places)
-                                + f"\nDownload it from {FREY_URL} into one of these folders, or pass its folder as root.")
+        first = _not_found("The Frey Face data (frey_rawface.mat)", places)
+        get = f"Download it from {FREY_URL} into one of these folders, or {{point}} its folder."
+        raise DataNotFoundError(first + "\n" + get.format(point="pass as root="),
+                                cli=first + "\n" + get.format(point="pass as --data-root"))
     try:
         from scipy.io import loadmat
 

@@ -10,7 +10,16 @@ from __future__ import annotations
 
 
 class VaebookError(Exception):
-    """Base class: a problem with the user's input or environment, with a fix in its message."""
+    """Base class: a problem with the user's input or environment, with a fix in its message.
+
+    ``str(error)`` is the message in Python's words (``root=``, ``download=True``). Where
+    the fix reads differently on the command line (``--data-root``, ``--no-download``),
+    ``cli`` holds that wording, and the command line prints it instead.
+    """
+
+    def __init__(self, message: str, *, cli: str | None = None) -> None:
+        super().__init__(message)
+        self.cli = cli or message
 
 
 class DataNotFoundError(VaebookError):
@@ -30,4 +39,8 @@ class TrainingDivergedError(VaebookError):
 
 
 class DeviceError(VaebookError):
-    """The requested device (cuda, mps, cpu) is not available."""
+    """The requested device (cuda, mps, cpu) or precision is not available."""
+
+
+class OutputError(VaebookError):
+    """A folder or file vaebook must write cannot be created or written (read-only, missing, disk full)."""

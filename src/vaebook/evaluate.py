@@ -1,21 +1,40 @@
 """Evaluating trained models on a whole data set: losses and latent codes.
 
 Everything here runs under ``torch.no_grad`` in batches and is deterministic: where
-a VAE needs a sample of ``z``, it comes from a generator seeded by the caller, so
-the same model on the same data gives the same numbers, and evaluation never
-touches the global random state that training relies on.
+a VAE needs a sample of ``z``, it comes from a CPU generator seeded by the caller, so
+the same model on the same data gives the same numbers, on a GPU too (which also
+computes in full float32 here, see `full_float32`), and evaluation never touches
+the global random state that training relies on.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
 from .data import ImageDataset, to_float
 from .losses import gaussian_kl, log_likelihood
 from .models import LatentModel, VAE
+
+
+@contextlib.contextmanager
+def full_float32() -> Iterator[None]:
+    """Matrix products and convolutions in true float32 on NVIDIA GPUs (no TF32) inside; restored after.
+
+    From Ampere on, cuDNN runs float32 convolutions in TF32 by default (10 bits of
+    mantissa), so a loss measured on a GPU would differ from the CPU's in the third
+    digit. Evaluation measures, so every function here runs in full float32 (it is
+    also a decorator); training keeps TF32's speed. On the CPU it changes nothing.
+    """
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
 def _images(data: ImageDataset | torch.Tensor) -> torch.Tensor:
@@ -32,6 +51,7 @@ def _inputs(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
     return to_float(images.to(p.device)).to(p.dtype)
 
 
+@full_float32()
 @torch.no_grad()
 def dataset_loss(model: LatentModel, data: ImageDataset | torch.Tensor, beta: float = 1.0, batch_size: int = 1000,
                  seed: int = 0) -> dict[str, float]:
@@ -45,7 +65,7 @@ def dataset_loss(model: LatentModel, data: ImageDataset | torch.Tensor, beta: fl
     model.eval()
     device = _device_of(model)
     cfg = model.config
-    gen = torch.Generator(device=device).manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)  # on the CPU: the same z on every device
     images = _images(data)
     totals = torch.zeros(4, dtype=torch.float64)
     for start in range(0, len(images), batch_size):
@@ -69,6 +89,7 @@ def dataset_loss(model: LatentModel, data: ImageDataset | torch.Tensor, beta: fl
     return {"loss": (recon + beta * kl) / n, "recon": recon / n, "kl": kl / n, "mse": mse / n}
 
 
+@full_float32()
 @torch.no_grad()
 def embed_dataset(model: LatentModel, data: ImageDataset | torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
     """The latent point of every image (``z`` for an autoencoder, ``mu`` for a VAE), on the CPU."""
@@ -78,6 +99,7 @@ def embed_dataset(model: LatentModel, data: ImageDataset | torch.Tensor, batch_s
                       for i in range(0, len(images), batch_size)])
 
 
+@full_float32()
 @torch.no_grad()
 def reconstruction_errors(model: LatentModel, data: ImageDataset | torch.Tensor, batch_size: int = 1000,
                           inputs: torch.Tensor | None = None) -> torch.Tensor:
@@ -167,6 +189,7 @@ def principal_angles(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.rad2deg(torch.arccos(cosines))
 
 
+@full_float32()
 @torch.no_grad()
 def log_likelihood_estimate(model: VAE, x: torch.Tensor, k: int, proposal: str = "posterior",
                             generator: torch.Generator | None = None, chunk: int = 100_000) -> torch.Tensor:
@@ -206,6 +229,7 @@ def log_likelihood_estimate(model: VAE, x: torch.Tensor, k: int, proposal: str =
     return (torch.logsumexp(log_w, 0) - torch.log(torch.tensor(float(k), dtype=torch.float64))).cpu()
 
 
+@full_float32()
 @torch.no_grad()
 def kl_per_dimension(model: VAE, data: ImageDataset | torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
     """The average KL(q(z_j|x) || N(0, 1)) of each latent dimension j over a data set (nats)."""

@@ -884,8 +884,26 @@ def celeba_numbers(vae: VAE, train: ImageDataset, test: ImageDataset, n: int = 1
 # --------------------------------------------------------------------------- the book's set
 
 
+class _Shipped(dict):
+    """Shipped models by name, each loaded when a figure first needs it.
+
+    A damaged or missing weights file then costs only the figures drawn from it:
+    `book_figures` reports those and draws the rest.
+    """
+
+    def __init__(self, weights: str | os.PathLike | None, device: torch.device) -> None:
+        super().__init__()
+        self.weights, self.device = weights, device
+
+    def __missing__(self, name: str) -> LatentModel:
+        from .checkpoints import load_pretrained
+
+        self[name] = model = load_pretrained(name, device=self.device, folder=self.weights)
+        return model
+
+
 def _fashion_mnist_figures(weights, data_root, dev, download) -> dict[str, Any]:
-    from .checkpoints import load_pretrained, manifest
+    from .checkpoints import manifest
     from .data import fashion_mnist
     from .evaluate import reconstruction_errors
     from .experiments import BETAS
@@ -893,11 +911,13 @@ def _fashion_mnist_figures(weights, data_root, dev, download) -> dict[str, Any]:
     BAG = 8
 
     test = fashion_mnist("test", root=data_root, download=download)
-    m = {name: load_pretrained(name, device=dev, folder=weights)
-         for name in ("fmnist-ae", "fmnist-ae-2d", "fmnist-vae", "fmnist-vae-2d", "fmnist-mlp-vae",
-                      "fmnist-linear-ae", "fmnist-dae", "fmnist-ae-no-bags")}
-    betas = {b: m["fmnist-mlp-vae"] if b == 1 else load_pretrained(f"fmnist-mlp-vae-beta{b:g}", device=dev, folder=weights)
-             for b in BETAS}
+    m = _Shipped(weights, dev)
+
+    class _Betas(dict):
+        def __missing__(self, b: float) -> LatentModel:
+            return m["fmnist-mlp-vae" if b == 1 else f"fmnist-mlp-vae-beta{b:g}"]
+
+    betas = _Betas()
     entries = manifest(weights)
     first = test.images[:10]
     pair = (test.images[0], test.images[2])  # an ankle boot and a trouser
@@ -935,39 +955,40 @@ def _fashion_mnist_figures(weights, data_root, dev, download) -> dict[str, Any]:
 
 
 def _frey_figures(weights, data_root, dev, download) -> dict[str, Any]:
-    from .checkpoints import load_pretrained
     from .data import frey_faces
 
     test = frey_faces("test", root=data_root, download=download)  # data first: a missing data set is skippable
-    vae = load_pretrained("frey-vae-2d", device=dev, folder=weights)
+    m = _Shipped(weights, dev)
     return {
         "frey-faces.png": lambda p: image_grid_figure(test.images[:20], nrow=10, path=p),
-        "frey-vae-2d-manifold.png": lambda p: manifold_figure(vae, n=19, height=9, path=p),
+        "frey-vae-2d-manifold.png": lambda p: manifold_figure(m["frey-vae-2d"], n=19, height=9, path=p),
     }
 
 
 def _celeba_figures(weights, data_root, dev, download) -> dict[str, Any]:
-    from .checkpoints import load_pretrained, manifest, write_json
+    from .checkpoints import manifest, write_json
     from .experiments import get
 
     train, test = get("celeba-vae").load_data(data_root, download=download)  # data first: skippable if missing
-    ae, vae, sharp = (load_pretrained(name, device=dev, folder=weights)
-                      for name in ("celeba-ae", "celeba-vae", "celeba-vae-sigma0.1"))
+    m = _Shipped(weights, dev)
     entries = manifest(weights)
-    models = {"autoencoder (128-d)": ae, "VAE (128-d)": vae}
     return {
-        "celeba-reconstructions.png": lambda p: reconstruction_figure(models, test.images[:10], path=p),
-        "celeba-ae-vs-vae-samples.png": lambda p: random_latent_figure(ae, test, n=10, seed=0, vae=vae, path=p),
-        "celeba-vae-samples.png": lambda p: samples_figure(vae, n=32, nrow=8, seed=0, path=p),
+        "celeba-reconstructions.png": lambda p: reconstruction_figure(
+            {"autoencoder (128-d)": m["celeba-ae"], "VAE (128-d)": m["celeba-vae"]}, test.images[:10], path=p),
+        "celeba-ae-vs-vae-samples.png": lambda p: random_latent_figure(m["celeba-ae"], test, n=10, seed=0,
+                                                                       vae=m["celeba-vae"], path=p),
+        "celeba-vae-samples.png": lambda p: samples_figure(m["celeba-vae"], n=32, nrow=8, seed=0, path=p),
         "celeba-interpolation.png": lambda p: interpolation_figure(
-            {"autoencoder": ae, "VAE": vae}, test.images[0], test.images[1], steps=10, path=p),
-        "celeba-attributes.png": lambda p: attribute_figure(vae, train, test, path=p),
-        "celeba-nearest-neighbours.png": lambda p: nearest_neighbour_figure(vae, train, n=10, seed=0, path=p),
+            {"autoencoder": m["celeba-ae"], "VAE": m["celeba-vae"]}, test.images[0], test.images[1], steps=10, path=p),
+        "celeba-attributes.png": lambda p: attribute_figure(m["celeba-vae"], train, test, path=p),
+        "celeba-nearest-neighbours.png": lambda p: nearest_neighbour_figure(m["celeba-vae"], train, n=10, seed=0,
+                                                                            path=p),
         "celeba-training-curves.png": lambda p: training_curves_figure(
             {n: entries[n]["history"] for n in ("celeba-ae", "celeba-vae", "celeba-vae-sigma0.1")}, path=p),
         "celeba-sigma.png": lambda p: likelihood_width_figure(
-            {f"sigma = {vae.config.sigma:g}": vae, f"sigma = {sharp.config.sigma:g}": sharp}, test.images, path=p),
-        "celeba-numbers.json": lambda p: write_json(p, celeba_numbers(vae, train, test)),
+            {f"sigma = {m[n].config.sigma:g}": m[n] for n in ("celeba-vae", "celeba-vae-sigma0.1")}, test.images,
+            path=p),
+        "celeba-numbers.json": lambda p: write_json(p, celeba_numbers(m["celeba-vae"], train, test)),
     }
 
 
@@ -987,9 +1008,11 @@ def book_figures(out_dir: str | os.PathLike = "images", weights: str | os.PathLi
     manifest are reported by `load_pretrained` with the command that trains them).
     ``sets`` picks among `FIGURE_SETS` (default: all). With ``skip_missing_data``, a
     set whose data is not on disk (CelebA cannot be downloaded automatically) is
-    skipped with a printed line instead of stopping the run. Returns the paths written.
+    skipped with a printed line instead of stopping the run. A figure whose weights
+    file is damaged or missing is skipped with a printed line, and the others are
+    drawn. Returns the paths written.
     """
-    from .errors import DataNotFoundError
+    from .errors import CheckpointError, DataNotFoundError
     from .train import pick_device
 
     dev = pick_device(device)
@@ -1004,7 +1027,11 @@ def book_figures(out_dir: str | os.PathLike = "images", weights: str | os.PathLi
             print(f"skipped the {name} figures: {str(e).splitlines()[0]}")
             continue
         for file, draw in figs.items():
-            result = draw(out / file)  # a Figure, or None for a JSON file of numbers
+            try:
+                result = draw(out / file)  # a Figure, or None for a JSON file of numbers
+            except CheckpointError as e:  # a damaged or missing weights file: the figures from the others still come
+                print(f"skipped {file}: {str(e).splitlines()[0]}")
+                continue
             if result is not None:
                 plt.close(result)
             written.append(out / file)

@@ -224,10 +224,12 @@ class VAE(LatentModel):
         The randomness is in ``eps`` alone, so ``z`` is a differentiable function of
         ``mu`` and ``logvar``: gradients of a loss on ``z`` flow back into the encoder.
         """
-        # With a generator, draw on the generator's device (a seeded CPU generator gives the same
-        # numbers whether the model is on the CPU or a GPU), then move the noise to mu's device.
-        where = generator.device if generator is not None else mu.device
-        eps = torch.randn(mu.shape, generator=generator, device=where, dtype=mu.dtype).to(mu.device)
+        if generator is None:
+            eps = torch.randn_like(mu)  # shape-polymorphic: torch.compile traces it for any batch size
+        else:
+            # Draw on the generator's device (a seeded CPU generator gives the same numbers whether
+            # the model is on the CPU or a GPU), then move the noise to mu's device.
+            eps = torch.randn(mu.shape, generator=generator, device=generator.device, dtype=mu.dtype).to(mu.device)
         return mu + torch.exp(0.5 * logvar) * eps
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
