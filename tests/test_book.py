@@ -67,13 +67,33 @@ def test_numbered_chapters_link_their_colab_notebook():
             assert f'colab_badge("{Path(chapter).stem}.ipynb")' in text, chapter
 
 
-def test_colab_urls_come_from_the_configured_repository():
-    from vaebook.book import colab_url, repo_url
+def test_colab_urls_come_from_the_configured_repository_and_ref():
+    from vaebook.book import colab_ref, colab_url, repo_url
 
-    repo = repo_url(ROOT / "_quarto.yml")
+    repo, ref = repo_url(ROOT / "_quarto.yml"), colab_ref(ROOT / "_quarto.yml")
     assert colab_url("01-x.ipynb", ROOT / "_quarto.yml") == (
         "https://colab.research.google.com/github/" + repo.removeprefix("https://github.com/")
-        + "/blob/main/notebooks/01-x.ipynb")
+        + f"/blob/{ref}/notebooks/01-x.ipynb")
+
+
+def test_the_colab_ref_is_the_release_tag_of_this_version():
+    """Notebooks opened on Colab install the package they were written for: the tag v<version>."""
+    import tomllib
+
+    import vaebook
+    from vaebook.book import colab_ref
+
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    assert vaebook.__version__ == version
+    assert colab_ref(ROOT / "_quarto.yml") == f"v{version}"
+
+
+def test_every_colab_badge_points_at_a_notebook_that_exists():
+    pages = [ROOT / c for c in _chapters()]
+    badges = [(p.name, n) for p in pages for n in re.findall(r'colab_badge\("([^"]+)"\)', p.read_text())]
+    assert badges
+    for page, notebook in badges:
+        assert (ROOT / "notebooks" / notebook).is_file(), f"{page} links {notebook}, which does not exist"
 
 
 def test_every_citation_is_in_the_bibliography():

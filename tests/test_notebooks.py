@@ -6,6 +6,7 @@ outputs, out of order, with errors, or with a header that drifted from ``_quarto
 """
 
 import re
+import sys
 from pathlib import Path
 
 import nbformat
@@ -78,3 +79,44 @@ def test_faces_notebook_runs_with_celeba(tmp_path):
     errors = [o for c in done.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
     assert not errors
     assert all(c.execution_count for c in done.cells if c.cell_type == "code" and c.source.strip())
+
+
+def test_colab_setup_cell_stops_with_one_message_when_the_install_fails():
+    """On Colab, a repository or ref that does not exist (a fork, an untagged release) must not strand the
+    reader: the setup cell stops "Run all" with one message, no traceback, naming what to change."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    from vaebook.book import SETUP_CODE, colab_ref, repo_url
+
+    repo, ref = repo_url(), colab_ref()
+    pretend = (
+        "import subprocess, sys, types\n"
+        "sys.modules['google.colab'] = types.ModuleType('google.colab')  # as on Colab\n"
+        "sys.modules['vaebook'] = None  # vaebook not installed: `import vaebook` raises ImportError\n"
+        "calls = []\n"
+        "def pip_fails(cmd, **kwargs):\n"
+        "    calls.append(cmd)\n"
+        "    return subprocess.CompletedProcess(cmd, 1, '', 'Cloning...\\nERROR: repository not found\\n')\n"
+        "subprocess.run = pip_fails\n")
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(pretend), nbformat.v4.new_code_cell(SETUP_CODE.format(repo=repo, ref=ref)),
+                nbformat.v4.new_code_cell("print(calls)")]
+    NotebookClient(nb, timeout=60, kernel_name="python3", allow_errors=True).execute()
+    (error,) = nb.cells[1].outputs
+    assert error.output_type == "error" and error.ename == "SetupError"
+    assert len(error.traceback) == 1  # the message alone
+    message = error.traceback[0]
+    assert message.startswith("SetupError: vaebook is not available (ERROR: repository not found).")
+    assert f"installed from {repo} at {ref}" in message and "set REPO and REF above" in message
+    assert f"vaebook @ git+{repo}@{ref}" in nb.cells[2].outputs[0].text
+
+
+def test_setup_cell_does_nothing_but_import_outside_colab():
+    import subprocess
+
+    from vaebook.book import SETUP_CODE
+
+    code = SETUP_CODE.format(repo="https://github.com/x/y", ref="v0")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout == "" and proc.stderr == ""

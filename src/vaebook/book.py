@@ -37,12 +37,25 @@ def repo_url(quarto_yml: str | Path = QUARTO_YML) -> str:
     return yaml.safe_load(Path(quarto_yml).read_text())["book"]["repo-url"].rstrip("/")
 
 
-def colab_url(notebook: str, quarto_yml: str | Path = QUARTO_YML, branch: str = "main") -> str:
-    """The Colab address that opens ``notebooks/<notebook>`` from the configured GitHub repository."""
+def colab_ref(quarto_yml: str | Path = QUARTO_YML) -> str:
+    """The git ref (a release tag) that Colab opens the notebooks at and installs vaebook from.
+
+    Set as ``vaebook.colab-ref`` in ``_quarto.yml``: ``v`` and the package version, so a
+    notebook always runs against the package it was written for. A release pushes that
+    tag (see the README).
+    """
+    import yaml
+
+    return str(yaml.safe_load(Path(quarto_yml).read_text())["vaebook"]["colab-ref"])
+
+
+def colab_url(notebook: str, quarto_yml: str | Path = QUARTO_YML, ref: str | None = None) -> str:
+    """The Colab address that opens ``notebooks/<notebook>`` at `colab_ref` from the configured GitHub repository."""
     repo = repo_url(quarto_yml)
     if not repo.startswith("https://github.com/"):
         raise ValueError(f"Colab opens GitHub repositories; book.repo-url is {repo!r}")
-    return f"https://colab.research.google.com/github/{repo.removeprefix('https://github.com/')}/blob/{branch}/notebooks/{notebook}"
+    ref = ref or colab_ref(quarto_yml)
+    return f"https://colab.research.google.com/github/{repo.removeprefix('https://github.com/')}/blob/{ref}/notebooks/{notebook}"
 
 
 def colab_badge(notebook: str, quarto_yml: str | Path = QUARTO_YML) -> str:
@@ -77,27 +90,47 @@ def execute_chapter(qmd: str | Path, timeout: int = 600):
 # --------------------------------------------------------------------------- companion notebooks
 
 NOTEBOOKS = ROOT / "notebooks"
-SETUP_CODE = '''# Setup: on Colab, install vaebook (with its pretrained weights) from the repository.
-# On your own machine, after `pip install -e ".[test,book]"`, this cell does nothing.
+SETUP_CODE = '''# Setup. On Colab this installs vaebook (code and pretrained weights) at the version this
+# notebook was written for. On your own machine, after `pip install -e ".[test,book]"`, it only
+# checks that vaebook imports.
 import subprocess
 import sys
 
+REPO = "{repo}"  # book.repo-url in _quarto.yml (a fork? its address)
+REF = "{ref}"  # the tag, branch or commit to install: vaebook.colab-ref in _quarto.yml
+problem = None
 if "google.colab" in sys.modules:
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "vaebook @ git+{repo}"], check=True)'''
-DEVICE_CODE = '''import torch
+    pip = subprocess.run([sys.executable, "-m", "pip", "install", "-q", f"vaebook @ git+{{REPO}}@{{REF}}"],
+                         capture_output=True, text=True)
+    problem = (pip.stderr.strip().splitlines() or ["pip failed"])[-1] if pip.returncode else None
+try:
+    import vaebook
+except ImportError as error:
+    class SetupError(Exception):
+        def _render_traceback_(self):  # Jupyter shows this one message, not a traceback
+            return [f"SetupError: {{self}}"]
+
+    raise SetupError(f"vaebook is not available ({{problem or error}}). On Colab it is installed from {{REPO}} at "
+                     f"{{REF}}: if that repository or ref does not exist, set REPO and REF above to ones that hold "
+                     "vaebook (your fork; REF = 'main') and run this cell again. On your own machine: "
+                     "pip install -e '.[test,book]' in the repository.") from None'''
+DEVICE_CODE = '''# NBVAL_IGNORE_OUTPUT
+# (the device differs from machine to machine, so the tests do not compare this cell's output)
+import torch
 
 from vaebook.train import pick_device
 
 device = pick_device()  # cuda if there is a GPU (Colab: Runtime > Change runtime type), else mps or cpu
-print("vaebook will use:", device.type + (f" ({torch.cuda.get_device_name()})" if device.type == "cuda" else ""))'''
+print("vaebook will use:", device.type + (f" ({{torch.cuda.get_device_name()}})" if device.type == "cuda" else ""))'''
 
 
 def notebook_header(notebook: str, title: str, chapter: str, quarto_yml: str | Path = QUARTO_YML) -> list:
     """The first three cells every companion notebook starts with.
 
     A Markdown cell with the title, the "Open in Colab" badge and a pointer to the
-    chapter; a setup cell that installs vaebook on Colab only; a cell that reports the
-    device. URLs come from ``book.repo-url`` in ``_quarto.yml``, like the book's.
+    chapter; a setup cell that installs vaebook at `colab_ref` on Colab only and
+    otherwise stops with one message saying what to change; a cell that reports the
+    device. The repository and ref come from ``_quarto.yml``, like the book's links.
     """
     import nbformat
 
@@ -106,8 +139,8 @@ def notebook_header(notebook: str, title: str, chapter: str, quarto_yml: str | P
              "the theory; here you run the code, look at the results and turn the knobs. Run the cells "
              "from top to bottom.")
     return [nbformat.v4.new_markdown_cell(intro),
-            nbformat.v4.new_code_cell(SETUP_CODE.format(repo=repo_url(quarto_yml))),
-            nbformat.v4.new_code_cell(DEVICE_CODE)]
+            nbformat.v4.new_code_cell(SETUP_CODE.format(repo=repo_url(quarto_yml), ref=colab_ref(quarto_yml))),
+            nbformat.v4.new_code_cell(DEVICE_CODE.format())]
 
 
 def execute_notebook(path: str | Path, timeout: int = 600) -> None:
