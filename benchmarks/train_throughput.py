@@ -2,20 +2,24 @@
 
     python benchmarks/train_throughput.py                  # every configuration on the best device
     python benchmarks/train_throughput.py --configs mlp-fmnist --device cpu
+    python benchmarks/train_throughput.py --compile        # also the engine with torch.compile: does it pay?
 
 For each configuration both loops train the same model (built by `vaebook.models`)
 with Adam at the same batch size for three epochs over the same images; each loop
 reports its fastest epoch after the first (the first pays for worker start-up,
 cuDNN autotuning and ``torch.compile``; taking the best of the rest damps the noise
 of a shared machine the same way for both), and images per second and the ratio are
-printed and written as JSON with the device, torch version and date.
+printed and written as JSON with the device, torch version and date. With
+``--compile`` the engine also runs with ``torch.compile``, and the JSON records its
+fastest epoch and the seconds of its first (which pays for the compilation): what it
+takes for compile to pay.
 
 (a) The plain loop, as a tutorial writes it: a torchvision dataset (Fashion-MNIST's
     own class, or ``ImageFolder`` over JPEG files) with ``ToTensor``, a ``DataLoader``
     (shuffle, ``num_workers`` workers), fp32, the default Adam, ``loss.item()`` every
     step.
-(b) vaebook's engine: `vaebook.train.train` on one uint8 tensor (bf16 autocast,
-    channels-last, fused Adam and torch.compile on CUDA; see its docstring).
+(b) vaebook's engine: `vaebook.train.train` on one uint8 tensor (on CUDA: autocast in
+    the GPU's precision, channels-last, fused Adam; see its docstring).
 
 Configurations: the reference MLP VAE on Fashion-MNIST (real data); the 64x64 conv VAE
 of the faces chapter; the drafts' 218x178 autoencoder (channels 16-32-64-128-256). The
@@ -124,15 +128,17 @@ def plain_loop(model_cfg: ModelConfig, dataset, batch_size: int, lr: float, devi
 
 
 def engine(model_cfg: ModelConfig, images: torch.Tensor, batch_size: int, lr: float, device: torch.device,
-           run_dir: Path, epochs: int = 3) -> float:
-    """vaebook's `train` on a uint8 tensor; returns images/second of its fastest epoch after the first."""
+           run_dir: Path, epochs: int = 3, compile: bool = False) -> tuple[float, float]:
+    """vaebook's `train` on a uint8 tensor; returns images/second of its fastest epoch after the first,
+    and the seconds of the first epoch."""
     data = ImageDataset(images)
     result = train(model_cfg, TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, log_every=100), data,
-                   data.subset(min(64, len(images))), run_dir, device=device, progress=False, resume=False)
-    return max(h["images_per_second"] for h in result.history[1:])
+                   data.subset(min(64, len(images))), run_dir, device=device, progress=False, resume=False,
+                   compile=compile)
+    return max(h["images_per_second"] for h in result.history[1:]), result.history[0]["seconds"]
 
 
-def run(cfg: Config, device: torch.device, work: Path, workers: int) -> dict:
+def run(cfg: Config, device: torch.device, work: Path, workers: int, compile: bool = False) -> dict:
     from torchvision import datasets, transforms
 
     exp = get(cfg.experiment)
@@ -148,10 +154,16 @@ def run(cfg: Config, device: torch.device, work: Path, workers: int) -> dict:
     print(f"{cfg.name}: {len(images):,} images of {tuple(images.shape[1:])}, batch {cfg.batch_size}, "
           f"{model_cfg.kind} {model_cfg.arch} ...", flush=True)
     plain = plain_loop(model_cfg, plain_set, cfg.batch_size, lr, device, workers=workers)
-    fast = engine(model_cfg, images, cfg.batch_size, lr, device, work / f"run-{cfg.name}")
-    return {"config": cfg.name, "experiment": cfg.experiment, "images": len(images),
-            "shape": list(images.shape[1:]), "batch_size": cfg.batch_size,
-            "plain_images_per_s": plain, "vaebook_images_per_s": fast, "speedup": fast / plain}
+    fast, first = engine(model_cfg, images, cfg.batch_size, lr, device, work / f"run-{cfg.name}")
+    row = {"config": cfg.name, "experiment": cfg.experiment, "images": len(images),
+           "shape": list(images.shape[1:]), "batch_size": cfg.batch_size,
+           "plain_images_per_s": plain, "vaebook_images_per_s": fast, "speedup": fast / plain,
+           "vaebook_first_epoch_s": first}
+    if compile:
+        compiled, first = engine(model_cfg, images, cfg.batch_size, lr, device, work / f"compiled-{cfg.name}",
+                                 compile=True)
+        row |= {"vaebook_compiled_images_per_s": compiled, "vaebook_compiled_first_epoch_s": first}
+    return row
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -160,16 +172,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers of the plain loop (default 2)")
     parser.add_argument("--json", default=None, help="output file (default: benchmarks/results/DATE-DEVICE.json)")
+    parser.add_argument("--compile", action="store_true", help="also time the engine with torch.compile")
     args = parser.parse_args(argv)
     device = pick_device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({os.cpu_count()} cores)"
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for c in args.configs:
-            rows.append(run(CONFIGS[c], device, Path(tmp), args.workers))
+            rows.append(run(CONFIGS[c], device, Path(tmp), args.workers, args.compile))
             r = rows[-1]
             print(f"  plain {r['plain_images_per_s']:,.0f} img/s, vaebook {r['vaebook_images_per_s']:,.0f} img/s, "
                   f"{r['speedup']:.2f}x", flush=True)
+            if args.compile:
+                print(f"  vaebook + torch.compile {r['vaebook_compiled_images_per_s']:,.0f} img/s; first epoch "
+                      f"{r['vaebook_compiled_first_epoch_s']:.1f} s against {r['vaebook_first_epoch_s']:.1f} s",
+                      flush=True)
     today = datetime.date.today().isoformat()
     report = {"date": today, "device": name, "torch": torch.__version__, "python": platform.python_version(),
               "plain_loop_workers": args.workers, "command": " ".join([Path(sys.argv[0]).as_posix(), *(argv or sys.argv[1:])]),

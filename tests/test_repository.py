@@ -1,0 +1,36 @@
+"""The repository stays light: a clone is what Colab and every contributor download."""
+
+import subprocess
+
+from conftest import REPO_ROOT
+
+BUDGET_MB = 40  # every tracked file together; the chapters still to come and their models included
+
+
+def test_tracked_files_stay_under_the_budget():
+    listed = subprocess.run(["git", "ls-files", "-z"], cwd=REPO_ROOT, capture_output=True, check=True).stdout
+    files = [REPO_ROOT / name for name in listed.decode().split("\0") if name]
+    assert len(files) > 50, "git ls-files listed almost nothing: is this a checkout?"
+    sizes = {f.relative_to(REPO_ROOT).as_posix(): f.stat().st_size for f in files if f.is_file()}
+    total = sum(sizes.values()) / 1e6
+    biggest = ", ".join(f"{name} {size / 1e6:.1f} MB" for name, size in sorted(sizes.items(), key=lambda kv: -kv[1])[:5])
+    assert total < BUDGET_MB, f"tracked files take {total:.1f} MB, over the {BUDGET_MB} MB budget; biggest: {biggest}"
+
+
+def test_shipped_weights_are_stored_in_half_precision():
+    from safetensors import safe_open
+
+    from vaebook.checkpoints import PRETRAINED_DIR, manifest
+
+    for name, entry in manifest().items():
+        assert entry["dtype"] == "float16", name
+        with safe_open(str(PRETRAINED_DIR / entry["file"]), framework="pt") as f:
+            dtypes = {str(f.get_slice(key).get_dtype()) for key in f.keys()}
+        assert dtypes == {"F16"}, (name, dtypes)
+
+
+def test_notebook_outputs_are_small():
+    """Committed notebooks carry their outputs (nbval compares them); their pictures must stay small."""
+    for path in sorted((REPO_ROOT / "notebooks").glob("*.ipynb")):
+        size = path.stat().st_size / 1e6
+        assert size < 1.5, f"{path.name} is {size:.1f} MB: shrink its figures (JPEG for photographs)"
