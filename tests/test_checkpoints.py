@@ -401,3 +401,20 @@ def test_checkpoint_json_missing_fields_gives_checkpoint_error(tmp_path, content
                     "it must raise CheckpointError naming the file")
     else:
         pytest.fail("a checkpoint.json without the checkpoint fields was accepted")
+
+
+def test_clean_run_dir_removes_orphans_and_dead_temporaries_but_never_the_named_checkpoint(tmp_path):
+    model = tiny_model()
+    opt = _optimizer(model)
+    run = tmp_path / "run"
+    C.save_checkpoint(run, model, opt, 3, {"history": []})
+    (run / "epoch-0002.safetensors").write_bytes(b"orphan")
+    dead = run / ".history.json.999999999-abcdef12.tmp"  # no process has such a pid
+    dead.write_text("half")
+    removed = C.clean_run_dir(run)
+    assert sorted(p.name for p in removed) == sorted([dead.name, "epoch-0002.safetensors"])
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoint.json", "epoch-0003.safetensors"]
+    (run / "epoch-0002.safetensors").write_bytes(b"orphan")
+    (run / "checkpoint.json").write_text("{ damaged")
+    assert C.clean_run_dir(run) == []  # which file a damaged checkpoint.json named is unknown: all stay
+    assert C.clean_run_dir(tmp_path / "nowhere") == []

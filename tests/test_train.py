@@ -99,7 +99,8 @@ def test_a_checkpoint_of_another_config_is_refused(tmp_path):
         train(CFG, TrainConfig(epochs=1, batch_size=64), TRAIN, TEST, tmp_path, device="cpu", progress=False)
 
 
-def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+def _nan_from_epoch_two(monkeypatch) -> None:
+    """Make the loss NaN from the second step of epoch 2 on (epoch 1 trains and is checkpointed)."""
     real = train_module.loss_terms
     steps = {"n": 0}
     per_epoch = -(-len(TRAIN) // TCFG.batch_size)
@@ -112,6 +113,10 @@ def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, mo
         return terms
 
     monkeypatch.setattr(train_module, "loss_terms", nan_in_epoch_two)
+
+
+def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    _nan_from_epoch_two(monkeypatch)
     with pytest.raises(TrainingDivergedError) as err:
         train(CFG, TCFG, TRAIN, TEST, tmp_path, device="cpu", progress=False)
     message = str(err.value)
@@ -394,23 +399,14 @@ def test_the_divergence_advice_works_as_written(tmp_path, monkeypatch):
     import re
 
     real = train_module.loss_terms
-    steps = {"n": 0}
-    per_epoch = -(-len(TRAIN) // TCFG.batch_size)
     bars = []
     real_progress = train_module._progress
-
-    def nan_in_epoch_two(*args, **kwargs):
-        steps["n"] += 1
-        terms = real(*args, **kwargs)
-        if steps["n"] > per_epoch + 1:
-            terms["loss"] = terms["loss"] * float("nan")
-        return terms
 
     def recording_progress(*args, **kwargs):
         bars.append(real_progress(*args, **kwargs))
         return bars[-1]
 
-    monkeypatch.setattr(train_module, "loss_terms", nan_in_epoch_two)
+    _nan_from_epoch_two(monkeypatch)
     monkeypatch.setattr(train_module, "_progress", recording_progress)
     with pytest.raises(TrainingDivergedError) as err:
         train(CFG, TCFG, TRAIN, TEST, tmp_path, device="cpu", progress=True)

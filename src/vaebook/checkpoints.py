@@ -149,7 +149,10 @@ def clean_run_dir(run_dir: str | os.PathLike) -> list[Path]:
     if not run_dir.is_dir():
         return []
     removed = remove_stale_temporaries(run_dir)
-    info = load_checkpoint_info(run_dir)
+    try:
+        info = load_checkpoint_info(run_dir)
+    except CheckpointError:
+        return removed  # a damaged checkpoint.json: which file it named is unknown, so every one stays
     keep = info["tensors"] if info is not None else None
     for path in run_dir.glob("epoch-*.safetensors"):
         if path.name != keep:

@@ -85,7 +85,7 @@ def _positive(parser: argparse.ArgumentParser, value: int | float | None, flag: 
         parser.error(f"{flag} must be positive, got {value}")
 
 
-def _check_folders(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+def _check_folders(args: argparse.Namespace) -> None:
     """Refuse, before any work, folders that do not exist or cannot be written."""
     from .files import check_writable
 
@@ -197,7 +197,7 @@ def _evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser, skip_mi
     return 0
 
 
-def _training_weights(names: list[str], epochs: int | None, shipped: dict) -> dict[str, float]:
+def _relative_costs(names: list[str], epochs: int | None, shipped: dict) -> dict[str, float]:
     """Relative training cost of each experiment: its shipped seconds per epoch times the epochs it will run.
 
     Only ratios matter (the shipped times were recorded on another device); an
@@ -222,7 +222,7 @@ def _reproduce(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
 
     t0 = time.perf_counter()
     names = [e.name for e in experiments.EXPERIMENTS.values() if e.book]
-    cost = _training_weights(names, args.epochs, manifest(args.weights))
+    cost = _relative_costs(names, args.epochs, manifest(args.weights))
     trained, done_cost, train_seconds = 0, 0.0, 0.0
     for k, name in enumerate(names, 1):
         left = sum(cost[n] for n in names[k - 1:])
@@ -262,7 +262,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.command == "list":
         from .checkpoints import manifest
 
-        _check_folders(args, parser)
+        _check_folders(args)
         shipped = manifest(args.weights)
         print(f"{'name':<28} {'epochs':>6} {'test loss':>9} {'train time':>10}  description")
         for e in experiments.EXPERIMENTS.values():
@@ -278,12 +278,12 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             parser.error(f"unknown experiment {args.name!r}; choose from: {', '.join(experiments.EXPERIMENTS)}")
         _positive(parser, args.epochs, "--epochs")
         _positive(parser, args.lr, "--lr")
-        _check_folders(args, parser)
+        _check_folders(args)
         _train_one(args.name, args, args.publish)
         return 0
     if args.command == "reproduce":
         _positive(parser, args.epochs, "--epochs")
-    _check_folders(args, parser)
+    _check_folders(args)
     if args.command == "evaluate":
         return _evaluate(args, parser)
     if args.command == "reproduce":
