@@ -129,8 +129,8 @@ def test_evaluation_measures_in_full_float32_with_cpu_noise_and_restores_the_fla
     torch.manual_seed(0)
     model = build_model(ModelConfig(kind="vae", arch="conv", in_shape=(1, 8, 8), latent_dim=2, channels=(4,)))
     images = torch.randint(0, 256, (6, 1, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
-    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
-    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", True)
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True  # as a training run may leave them
     seen, generators = [], []
     real_encode, real_reparameterise = model.encode, VAE.reparameterise
 
@@ -144,8 +144,12 @@ def test_evaluation_measures_in_full_float32_with_cpu_noise_and_restores_the_fla
 
     monkeypatch.setattr(model, "encode", encode)
     monkeypatch.setattr(VAE, "reparameterise", staticmethod(reparameterise))
-    dataset_loss(model, images, batch_size=4)
-    embed_dataset(model, images)
+    try:
+        dataset_loss(model, images, batch_size=4)
+        embed_dataset(model, images)
+        restored = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
     assert len(seen) == 3 and set(seen) == {(False, False)}
     assert generators == ["cpu", "cpu"]
-    assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32
+    assert restored == (True, True)
