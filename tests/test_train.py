@@ -418,3 +418,91 @@ def test_the_divergence_advice_works_as_written(tmp_path, monkeypatch):
     assert [h["epoch"] for h in result.history] == [1, 2, 3]
     assert [h["lr"] for h in result.history] == [TCFG.lr, smaller, smaller]
     assert load_checkpoint_info(tmp_path)["optimizer"]["param_groups"][0]["lr"] == smaller
+
+
+# --------------------------------------------------------------------------- the CUDA-graph path, run on the CPU
+
+
+def _record_batches(monkeypatch) -> list[torch.Tensor]:
+    """Record the indices of every batch the step reads (through `Runner.batch`)."""
+    from vaebook.speed import Runner
+
+    seen, real = [], Runner.batch
+
+    def batch(self, images, idx):
+        seen.append(idx.clone())
+        return real(self, images, idx)
+
+    monkeypatch.setattr(Runner, "batch", batch)
+    return seen
+
+
+@pytest.mark.parametrize("case", ["vae", "ae-denoising", "vae-warmup-free-bits"])
+def test_the_static_step_of_cuda_graphs_trains_exactly_as_the_eager_loop(tmp_path, monkeypatch, case):
+    """``graphs="static"`` is the CUDA-graph code path without capture: after its warm-up steps each batch
+    size gets a "graph" that reads the batch through static index and KL-weight buffers. 100 images in
+    batches of 32 end each epoch with a short batch of 4, which gets a graph of its own from epoch 4 on.
+    Every image is seen once per epoch, and weights and metrics equal the eager loop's bit for bit."""
+    from vaebook.speed import StaticStep, WARMUP_STEPS
+
+    cfg = {"vae": CFG, "ae-denoising": ModelConfig(kind="ae", arch="conv", in_shape=(1, 8, 8), latent_dim=2,
+                                                   channels=(4, 8)),
+           "vae-warmup-free-bits": CFG}[case]
+    tcfg = TrainConfig(epochs=5, batch_size=32, lr=3e-3, seed=7, log_every=2,
+                       noise_std=0.2 if case == "ae-denoising" else 0.0,
+                       kl_warmup_epochs=3 if case == "vae-warmup-free-bits" else 0.0,
+                       free_bits=0.5 if case == "vae-warmup-free-bits" else 0.0)
+    data = _blobs(100, 0)
+    captured, real_capture = [], StaticStep._capture
+    monkeypatch.setattr(StaticStep, "_capture", lambda self, n: captured.append(n) or real_capture(self, n))
+    seen = _record_batches(monkeypatch)
+    static = train(cfg, tcfg, data, TEST, tmp_path / "static", device="cpu", progress=False, graphs="static")
+    per_epoch = [torch.cat(seen[i:i + 4]) for i in range(0, len(seen), 4)]
+    assert len(seen) == 5 * 4 and all(torch.equal(e.sort().values, torch.arange(100)) for e in per_epoch)
+    assert captured == [32, 4]  # the full batch after WARMUP_STEPS steps, the short one in epoch WARMUP_STEPS + 1
+    assert WARMUP_STEPS == 3
+    eager = train(cfg, tcfg, data, TEST, tmp_path / "eager", device="cpu", progress=False, graphs="off")
+    assert static.history == [{**h, "seconds": s["seconds"], "images_per_second": s["images_per_second"]}
+                              for h, s in zip(eager.history, static.history)]
+    for (name, a), b in zip(static.model.state_dict().items(), eager.model.state_dict().values()):
+        assert torch.equal(a, b), name
+    info = json.loads((tmp_path / "static" / "model.json").read_text())
+    assert info["step"] == "static" and json.loads((tmp_path / "eager" / "model.json").read_text())["step"] == "eager"
+
+
+def test_a_failed_capture_says_why_in_one_line_and_training_goes_on_eagerly(tmp_path, monkeypatch, capsys):
+    from vaebook.speed import StaticStep
+
+    def refuse(self, n):
+        raise RuntimeError("CUDA error: operation not permitted when stream is capturing\nmore detail")
+
+    monkeypatch.setattr(StaticStep, "_capture", refuse)
+    seen = _record_batches(monkeypatch)
+    fell_back = train(CFG, TCFG, TRAIN, TEST, tmp_path / "fell-back", device="cpu", progress=False, graphs="static")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["vaebook: CUDA graph capture failed (RuntimeError: CUDA error: operation not permitted when "
+                   "stream is capturing); training goes on without graphs."]
+    assert len(seen) == TCFG.epochs * 8  # no batch was lost or repeated at the failure
+    eager = train(CFG, TCFG, TRAIN, TEST, tmp_path / "eager", device="cpu", progress=False, graphs="off")
+    assert [h["train_loss"] for h in fell_back.history] == [h["train_loss"] for h in eager.history]
+    assert json.loads((tmp_path / "fell-back" / "model.json").read_text())["step"] == "eager (capture failed)"
+
+
+def test_graphs_are_used_only_where_they_can_be(monkeypatch):
+    """On the CPU, with DDP, with torch.compile or with images that stay in host memory, the step runs
+    eagerly; the CPU's Adam is the single-tensor loop, PyTorch's default for CPU tensors."""
+    from vaebook.speed import Runner
+
+    images = torch.zeros(10, 1, 8, 8, dtype=torch.uint8)
+    run = Runner.start("cpu")
+    step = run.stepper(lambda *a: None, images, 4)
+    assert run.mode == "eager" and not hasattr(step, "graphs")
+    assert Runner.start("cpu", graphs="static").stepper(lambda *a: None, images, 4).graphs == {}
+    assert Runner.start("cpu", compile="aot_eager", graphs="static")._no_graphs(images) == "compiled instead"
+    cuda = Runner(torch.device("cuda"))
+    assert cuda._no_graphs(images) == "the images do not fit on the GPU"
+    model = torch.nn.Linear(2, 2)
+    group = run.optimizer(model, 1e-3).param_groups[0]
+    assert group["foreach"] is False and not group["capturable"] and not group["fused"]
+    with pytest.raises(ValueError, match="graphs must be one of"):
+        Runner.start("cpu", graphs="always")

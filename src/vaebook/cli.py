@@ -70,11 +70,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _training(p: argparse.ArgumentParser) -> None:
-    from .train import PRECISIONS
+    from .speed import GRAPHS, PRECISIONS
 
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="autocast precision (default: auto, by the GPU: bf16 from compute capability 8.0, "
                         "fp16 on 7.x such as the T4, fp32 on the CPU)")
+    p.add_argument("--graphs", choices=GRAPHS, default="auto",
+                   help="auto (default): capture each training step in a CUDA graph on a CUDA GPU; off: never; "
+                        "static: the graphs' static-buffer code path without capture (for testing)")
     p.add_argument("--compile", action="store_true",
                    help="compile the model with torch.compile (off by default: compilation takes longer "
                         "than it saves in short runs)")
@@ -125,7 +128,8 @@ def _train_one(name: str, args: argparse.Namespace, publish: bool) -> None:
     t0 = time.perf_counter()
     result = train(exp.model, exp.train, train_set, test_set, run_dir, device=args.device,
                    progress=not args.quiet, resume=not getattr(args, "restart", False),
-                   meta={"experiment": name, "data": exp.data}, compile=args.compile, precision=args.precision)
+                   meta={"experiment": name, "data": exp.data}, compile=args.compile, precision=args.precision,
+                   graphs=args.graphs)
     if int(os.environ.get("RANK", "0")) != 0:
         return  # under torchrun, rank 0 reports and publishes
     last = result.history[-1] if result.history else {}
