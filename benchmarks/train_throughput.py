@@ -18,8 +18,8 @@ takes for compile to pay.
     own class, or ``ImageFolder`` over JPEG files) with ``ToTensor``, a ``DataLoader``
     (shuffle, ``num_workers`` workers), fp32, the default Adam, ``loss.item()`` every
     step.
-(b) vaebook's engine: `vaebook.train.train` on one uint8 tensor (on CUDA: autocast in
-    the GPU's precision, channels-last, fused Adam; see its docstring).
+(b) vaebook's engine: `vaebook.train.train` on one uint8 tensor (on CUDA: the step captured in
+    CUDA graphs, autocast in the GPU's precision, channels-last, fused Adam; see `vaebook.speed`).
 
 Configurations: the reference MLP VAE on Fashion-MNIST (real data); the 64x64 conv VAE
 of the faces chapter; the drafts' 218x178 autoencoder (channels 16-32-64-128-256). The
@@ -100,12 +100,13 @@ def fmnist_for_torchvision(folder: Path) -> None:
 
 
 def plain_loop(model_cfg: ModelConfig, dataset, batch_size: int, lr: float, device: torch.device, epochs: int = 3,
-               workers: int = 2) -> float:
-    """A tutorial's training loop; returns images/second of its fastest epoch after the first."""
+               workers: int = 2, model: torch.nn.Module | None = None) -> float:
+    """A tutorial's training loop (of ``model`` if given, else a fresh one); returns images/second of its
+    fastest epoch after the first."""
     from torch.utils.data import DataLoader
 
     torch.manual_seed(0)
-    model = build_model(model_cfg).to(device)
+    model = model if model is not None else build_model(model_cfg).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=workers,
                         persistent_workers=workers > 0)
