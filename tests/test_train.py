@@ -437,7 +437,7 @@ def _record_batches(monkeypatch) -> list[torch.Tensor]:
     return seen
 
 
-@pytest.mark.parametrize("case", ["vae", "ae-denoising", "vae-warmup-free-bits"])
+@pytest.mark.parametrize("case", ["vae", "ae-denoising", "vae-warmup-free-bits", "vae-fp16"])
 def test_the_static_step_of_cuda_graphs_trains_exactly_as_the_eager_loop(tmp_path, monkeypatch, case):
     """``graphs="static"`` is the CUDA-graph code path without capture: after its warm-up steps each batch
     size gets a "graph" that reads the batch through static index and KL-weight buffers. 100 images in
@@ -447,7 +447,7 @@ def test_the_static_step_of_cuda_graphs_trains_exactly_as_the_eager_loop(tmp_pat
 
     cfg = {"vae": CFG, "ae-denoising": ModelConfig(kind="ae", arch="conv", in_shape=(1, 8, 8), latent_dim=2,
                                                    channels=(4, 8)),
-           "vae-warmup-free-bits": CFG}[case]
+           "vae-warmup-free-bits": CFG, "vae-fp16": CFG}[case]
     tcfg = TrainConfig(epochs=5, batch_size=32, lr=3e-3, seed=7, log_every=2,
                        noise_std=0.2 if case == "ae-denoising" else 0.0,
                        kl_warmup_epochs=3 if case == "vae-warmup-free-bits" else 0.0,
@@ -456,12 +456,15 @@ def test_the_static_step_of_cuda_graphs_trains_exactly_as_the_eager_loop(tmp_pat
     captured, real_capture = [], StaticStep._capture
     monkeypatch.setattr(StaticStep, "_capture", lambda self, n: captured.append(n) or real_capture(self, n))
     seen = _record_batches(monkeypatch)
-    static = train(cfg, tcfg, data, TEST, tmp_path / "static", device="cpu", progress=False, graphs="static")
+    precision = "fp16" if case == "vae-fp16" else "auto"  # fp16: the scaler's step runs after each "replay"
+    static = train(cfg, tcfg, data, TEST, tmp_path / "static", device="cpu", progress=False, graphs="static",
+                   precision=precision)
     per_epoch = [torch.cat(seen[i:i + 4]) for i in range(0, len(seen), 4)]
     assert len(seen) == 5 * 4 and all(torch.equal(e.sort().values, torch.arange(100)) for e in per_epoch)
     assert captured == [32, 4]  # the full batch after WARMUP_STEPS steps, the short one in epoch WARMUP_STEPS + 1
     assert WARMUP_STEPS == 3
-    eager = train(cfg, tcfg, data, TEST, tmp_path / "eager", device="cpu", progress=False, graphs="off")
+    eager = train(cfg, tcfg, data, TEST, tmp_path / "eager", device="cpu", progress=False, graphs="off",
+                  precision=precision)
     assert static.history == [{**h, "seconds": s["seconds"], "images_per_second": s["images_per_second"]}
                               for h, s in zip(eager.history, static.history)]
     for (name, a), b in zip(static.model.state_dict().items(), eager.model.state_dict().values()):

@@ -107,6 +107,8 @@ class Runner:
     scaler: Any = None
     mode: str = "eager"  # what the step ended up as: eager, compiled, cuda graphs, static (see `stepper`)
     _share: float = 1.0  # this rank's share of the global batch (DDP), set per step by `stepper`
+    scaler_after_step: bool = False  # fp16 in a graph: the scaler's step runs after each replay (`StaticStep`)
+    _optimizer: Any = None
     _peeked: list = field(default_factory=list)
 
     @classmethod
@@ -229,9 +231,22 @@ class Runner:
         self.scaler.scale(loss * self._share if self._share != 1.0 else loss).backward()
 
     def step(self, optimizer: torch.optim.Optimizer) -> None:
-        """``optimizer.step()`` (skipped by the fp16 scaler if a gradient overflowed), then the scale update."""
+        """``optimizer.step()`` (skipped by the fp16 scaler if a gradient overflowed), then the scale update.
+
+        With fp16 in a CUDA graph the graph holds only forward and backward, and `StaticStep` calls
+        `step_after` after each replay, which is PyTorch's recipe for amp with graphs.
+        """
+        if self.scaler_after_step:
+            self._optimizer = optimizer
+            return
         self.scaler.step(optimizer)
         self.scaler.update()
+
+    def step_after(self) -> None:
+        """The optimiser step that `step` left for after the graph (fp16 only)."""
+        if self.scaler_after_step:
+            self.scaler.step(self._optimizer)
+            self.scaler.update()
 
     # ------------------------------------------------------------------ between steps
 
@@ -281,7 +296,8 @@ class StaticStep:
 
     Each call copies the batch's indices into a static index buffer and the KL weight
     into a static scalar, then replays the graph of that batch size, which gathers the
-    images, runs the whole step and leaves its metrics in a static output. The first
+    images, runs the whole step and leaves its metrics in a static output (with fp16,
+    the gradient scaler's step and update run after the replay). The first
     `WARMUP_STEPS` steps of each size run eagerly (real steps that also warm up the
     kernels). With ``capture=False`` the "graph" is the step itself, called on the same
     static buffers: the code path of a GPU, runnable and testable anywhere.
@@ -295,22 +311,27 @@ class StaticStep:
         self.graphs: dict[int, Callable[[], torch.Tensor]] = {}
         self.seen: dict[int, int] = {}
         self.failed = ""
+        runner.scaler_after_step = runner.scaler.is_enabled()  # fp16: the scaler's step stays out of the graph
 
     def __call__(self, images: torch.Tensor, idx: torch.Tensor, beta: Any) -> torch.Tensor:
         n = len(idx)
-        if self.failed or images is not self.images:
-            return self.step(images, idx, beta)
+        if self.failed:
+            return self.step(self.images, idx, beta)
         if n not in self.graphs:
             self.seen[n] = self.seen.get(n, 0) + 1
             if self.seen[n] <= WARMUP_STEPS:
-                return self._warmup(idx, beta)
+                out = self._warmup(idx, beta)
+                self.runner.step_after()
+                return out
             try:
                 self.graphs[n] = self._capture(n)
             except Exception as error:  # noqa: BLE001 - any failure of capture means: run eagerly
                 return self._fall_back(error, idx, beta)
         self.idx[:n].copy_(idx, non_blocking=True)
         self.beta.fill_(beta)
-        return self.graphs[n]()
+        out = self.graphs[n]()
+        self.runner.step_after()
+        return out
 
     def _warmup(self, idx: torch.Tensor, beta: Any) -> torch.Tensor:
         if not self.capture:
@@ -347,6 +368,7 @@ class StaticStep:
         self.runner.scaler = torch.amp.GradScaler(self.runner.device.type, enabled=scaler.is_enabled(),
                                                   **({"init_scale": float(scaler.get_scale())} if scaler.is_enabled() else {}))
         self.runner.mode = "eager (capture failed)"
+        self.runner.scaler_after_step = False
         return self.step(self.images, idx, beta)
 
 
