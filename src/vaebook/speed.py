@@ -17,7 +17,7 @@ what it computes, is here, in one `Runner` that the loop is handed:
   on CUDA by default, captured whole (forward, loss, backward and Adam step) in a
   CUDA graph and replayed: one launch per step instead of hundreds, which is what
   small models on a large GPU are bound by (`StaticStep`);
-* **several processes** under ``torchrun`` (`Distributed`): each rank takes its share
+* **several processes** under ``torchrun`` (`vaebook.distributed`): each rank takes its share
   of every batch, gradients are averaged by `DistributedDataParallel`, metrics summed.
 
 A CUDA graph replays fixed kernels on fixed memory: see `StaticStep` for how the
@@ -28,7 +28,6 @@ given up, in one line, where capture fails.
 from __future__ import annotations
 
 import contextlib
-import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -37,6 +36,7 @@ from typing import Any, Callable
 import torch
 
 from .data import to_float
+from .distributed import Distributed
 from .errors import DeviceError
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
@@ -94,16 +94,18 @@ def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype
 class Runner:
     """Where and how fast `vaebook.train.train` runs its step; see the module docstring.
 
-    Build it with `Runner.start`. The loop calls, in order: `optimizer`, `prepare`,
-    `place`, `stepper` (once), then per step the function `stepper` returned, which
-    calls back `batch`, `autocast`, `backward` and `step` from inside the step.
+    Build it with `Runner.start`. `train` calls `to_device`, `optimizer` (and
+    `configure` after resuming), `place`, `prepare` and `stepper` once; then, per step,
+    the function `stepper` returned, which calls back `batch`, `autocast`, `backward`
+    and `step` from inside `train_step`; `peek`, `seconds_since` and `sum` between
+    steps and epochs; `finish` at the end.
     """
 
     device: torch.device
     amp_dtype: torch.dtype | None = None
     compile: bool | str = False
     graphs: str = "auto"
-    dist: "Distributed" = field(default_factory=lambda: Distributed())
+    dist: Distributed = field(default_factory=Distributed)
     scaler: Any = None
     mode: str = "eager"  # what the step ended up as: eager, compiled, cuda graphs, static (see `stepper`)
     _share: float = 1.0  # this rank's share of the global batch (DDP), set per step by `stepper`
@@ -184,7 +186,7 @@ class Runner:
         resident), run on static buffers without capture (``"static"``), or eagerly."""
         reason = self._no_graphs(images)
         if reason:
-            self.mode = "compiled" if self.compile else "eager"
+            self.mode = "compiled" if self.compile else "eager" if not self.cuda else f"eager ({reason})"
             return self._eager(step)
         self.mode = "cuda graphs" if self.graphs == "auto" else "static"
         return StaticStep(step, images, batch_size, self.device, self.graphs == "auto", self)
@@ -385,57 +387,3 @@ def _compiled(model: torch.nn.Module, compile: bool | str) -> torch.nn.Module:
                           cli=f"torch.compile does not support Python {version} with torch {torch.__version__}; "
                               "upgrade torch, or leave out --compile.")
     return torch.compile(model, **({} if compile is True else {"backend": compile}))
-
-
-@dataclass
-class Distributed:
-    """The process group when started by ``torchrun`` (``WORLD_SIZE > 1``); inactive otherwise."""
-
-    active: bool = False
-    rank: int = 0
-    world: int = 1
-    device: torch.device = torch.device("cpu")
-    backend: str = ""
-
-    @classmethod
-    def start(cls, device: str | torch.device | None) -> "Distributed":
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        if world <= 1:
-            return cls()
-        import torch.distributed as tdist
-
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        use_cuda = torch.cuda.is_available() and str(device) not in ("cpu",)
-        dev = torch.device("cuda", local) if use_cuda else torch.device("cpu")
-        backend = "nccl" if use_cuda else "gloo"
-        if use_cuda:
-            torch.cuda.set_device(dev)
-        if not tdist.is_initialized():
-            tdist.init_process_group(backend)
-        return cls(True, tdist.get_rank(), tdist.get_world_size(), dev, backend)
-
-    def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
-        if not self.active:
-            return model
-        from torch.nn.parallel import DistributedDataParallel
-
-        return DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-
-    def shard(self, idx: torch.Tensor) -> torch.Tensor:
-        """This rank's part of a global batch: every ``world``-th index, starting at ``rank``."""
-        return idx[self.rank::self.world] if self.active else idx
-
-    def sum(self, t: torch.Tensor) -> torch.Tensor:
-        """``t`` summed over all ranks (a copy; ``t`` itself is left alone)."""
-        if not self.active:
-            return t
-        import torch.distributed as tdist
-
-        t = t.clone()
-        tdist.all_reduce(t)
-        return t
-
-    def finish(self) -> None:
-        import torch.distributed as tdist
-
-        tdist.barrier()
