@@ -504,6 +504,8 @@ def test_graphs_are_used_only_where_they_can_be(monkeypatch):
     assert Runner.start("cpu", compile="aot_eager", graphs="static")._no_graphs(images) == "compiled instead"
     cuda = Runner(torch.device("cuda"))
     assert cuda._no_graphs(images) == "the images do not fit on the GPU"
+    # the images' device names its index (cuda:0) where the runner's may not (cuda): the same place
+    assert Runner(torch.device("cpu", 0), graphs="static")._no_graphs(images) == ""
     model = torch.nn.Linear(2, 2)
     group = run.optimizer(model, 1e-3).param_groups[0]
     assert group["foreach"] is False and not group["capturable"] and not group["fused"]

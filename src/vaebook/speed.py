@@ -200,7 +200,7 @@ class Runner:
             return "several processes"
         if self.compile:
             return "compiled instead"
-        if images.device != self.device:
+        if images.device.type != self.device.type:  # (cuda:0 and cuda are the same place)
             return "the images do not fit on the GPU"
         return ""
 
