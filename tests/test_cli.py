@@ -242,14 +242,15 @@ def test_reproduce_trains_publishes_and_draws_end_to_end(env, tmp_path, fake_fmn
     """The README's main job, on tiny data: every book model trained, published with hashes, figures drawn."""
     make_celeba(fake_fmnist / "celeba", n=40)  # one --data-root holds all three data sets
     _write_frey(fake_fmnist / "frey-faces")
-    weights, images = tmp_path / "weights", tmp_path / "images"
+    weights, images, results = tmp_path / "weights", tmp_path / "images", tmp_path / "results"
     code = main(["reproduce", "--epochs", "1", "--data-root", str(fake_fmnist), "--out", str(tmp_path / "runs"),
-                 "--weights", str(weights), "--images", str(images), "--device", "cpu", "--quiet", "--no-download",
+                 "--weights", str(weights), "--images", str(images), "--results", str(results), "--device", "cpu",
+                 "--quiet", "--no-download",
                  "-k", "3"])
     assert code == 0
     shipped = checkpoints.manifest(weights)
     assert sorted(shipped) == sorted(e.name for e in experiments.EXPERIMENTS.values() if e.book)
-    table = json.loads((images / "evaluation.json").read_text())["results"]
+    table = json.loads((results / "evaluation.json").read_text())["results"]
     assert sorted(table) == sorted(shipped) and table["fmnist-mlp-vae"]["k"] == 3
     assert "iwae_nll_bpd" in table["celeba-vae"] and "iwae_nll_bpd" not in table["fmnist-mlp-vae"]
     assert "iwae_nll" not in table["celeba-ae"] and not any(k.endswith("_bpd") for k in table["celeba-ae"])
@@ -262,16 +263,17 @@ def test_reproduce_trains_publishes_and_draws_end_to_end(env, tmp_path, fake_fmn
                      "celeba-nearest-neighbours.png", "frey-vae-2d-manifold.png"):
         assert expected in pngs
     assert all((images / p).read_bytes()[:4] == b"\x89PNG" for p in pngs)
-    numbers = json.loads((images / "celeba-numbers.json").read_text())
+    numbers = json.loads((results / "celeba-numbers.json").read_text())
     assert numbers["n_train"] == 32 and numbers["n"] == 4  # 40 images split 80/10/10; n is capped by the test set
     assert 0 <= numbers["nn_rmse_vae_samples"]["min"] <= numbers["nn_rmse_vae_samples"]["median"] <= 1
 
 
 def test_reproduce_without_face_data_keeps_the_shipped_face_weights(env, tmp_path, capsys, fake_fmnist):
     """CelebA cannot be downloaded automatically: reproduce says what it skipped and still finishes."""
-    weights, images = tmp_path / "weights", tmp_path / "images"
+    weights, images, results = tmp_path / "weights", tmp_path / "images", tmp_path / "results"
     code = main(["reproduce", "--epochs", "1", "--data-root", str(fake_fmnist), "--out", str(tmp_path / "runs"),
-                 "--weights", str(weights), "--images", str(images), "--device", "cpu", "--quiet", "--no-download",
+                 "--weights", str(weights), "--images", str(images), "--results", str(results), "--device", "cpu",
+                 "--quiet", "--no-download",
                  "-k", "3"])
     assert code == 0
     out = capsys.readouterr().out
@@ -393,15 +395,15 @@ def test_figures_skip_a_damaged_weights_file_and_draw_the_rest(env, tmp_path, ca
     import shutil
 
     from vaebook.checkpoints import PRETRAINED_DIR
-    from vaebook.figures import book_figures
+    from vaebook.build import ARTEFACTS, build_artefacts
 
     _write_frey(tmp_path / "data" / "frey-faces")
     weights = tmp_path / "weights"
     weights.mkdir()
     shutil.copy(PRETRAINED_DIR / "manifest.json", weights)
     (weights / "frey-vae-2d.safetensors").write_bytes(b"damaged")
-    written = book_figures(tmp_path / "images", weights=weights, data_root=tmp_path / "data", device="cpu",
-                           sets=["frey"], download=False)
+    written = build_artefacts(tmp_path / "images", tmp_path / "results", weights=weights, data_root=tmp_path / "data",
+                              device="cpu", download=False, rows=[r for r in ARTEFACTS if r.data == "frey"])
     out = capsys.readouterr().out
     assert "skipped frey-vae-2d-manifold.png: " in out and "frey-vae-2d.safetensors is damaged" in out
     assert (tmp_path / "images" / "frey-faces.png").is_file()  # drawn from the data alone

@@ -7,7 +7,7 @@ matplotlib.use("Agg")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from vaebook import figures  # noqa: E402
+from vaebook import evaluate, models, plots  # noqa: E402
 from vaebook.data import ImageDataset  # noqa: E402
 from vaebook.models import ModelConfig, build_model  # noqa: E402
 
@@ -27,7 +27,7 @@ def test_latent_samplers_match_the_fitted_moments_and_box():
     gen = torch.Generator().manual_seed(0)
     a = torch.tensor([[2.0, 0.0, 0.0], [1.5, 0.5, 0.0], [0.0, 0.3, 1.0]])
     latents = torch.randn(20_000, 3, generator=gen) @ a.T + torch.tensor([1.0, -2.0, 0.5])
-    s = figures.fit_latent_samplers(latents)
+    s = models.fit_latent_samplers(latents)
     torch.testing.assert_close(s["mean"].float(), latents.mean(0), atol=1e-4, rtol=0)
     joint = s["sample"]("joint", 50_000, torch.Generator().manual_seed(1))
     torch.testing.assert_close(torch.cov(joint.T), s["cov"].float(), atol=0.08, rtol=0.03)
@@ -43,7 +43,7 @@ def test_latent_samplers_match_the_fitted_moments_and_box():
 
 def test_grid_array_tiles_images_in_order():
     imgs = torch.stack([torch.full((1, 4, 4), v) for v in (0.0, 0.5, 1.0)])
-    g = figures.grid_array(imgs, nrow=3, padding=2)
+    g = plots.grid_array(imgs, nrow=3, padding=2)
     assert g.shape == (8, 20, 3)
     assert g[3, 3, 0] == 0.0 and g[3, 9, 0] == 0.5 and g[3, 15, 0] == 1.0
     assert g[0, 0, 0] == 1.0  # white padding
@@ -52,11 +52,11 @@ def test_grid_array_tiles_images_in_order():
 def test_figures_are_byte_identical_for_the_same_seed(tmp_path):
     data, ae, vae = _data(), _model("ae", 2), _model("vae", 2)
     for run in ("a", "b"):
-        figures.random_latent_figure(ae, data, n=6, seed=5, vae=vae, path=tmp_path / run / "random.png")
-        figures.samples_figure(vae, n=8, seed=5, path=tmp_path / run / "samples.png")
+        plots.random_latent_figure(ae, data, n=6, seed=5, vae=vae, path=tmp_path / run / "random.png")
+        plots.samples_figure(vae, n=8, seed=5, path=tmp_path / run / "samples.png")
     for name in ("random.png", "samples.png"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
-    figures.samples_figure(vae, n=8, seed=6, path=tmp_path / "c.png")
+    plots.samples_figure(vae, n=8, seed=6, path=tmp_path / "c.png")
     assert (tmp_path / "c.png").read_bytes() != (tmp_path / "a" / "samples.png").read_bytes()
 
 
@@ -64,28 +64,30 @@ def test_every_figure_function_writes_a_png(tmp_path):
     data, ae, vae = _data(), _model("ae", 2), _model("vae", 2)
     history = [{"epoch": e, **{f"{s}_{k}": 10.0 / e for s in ("train", "test") for k in ("loss", "recon", "kl")}}
                for e in (1, 2, 3)]
-    figures.image_grid_figure(data.images[:16], nrow=8, path=tmp_path / "grid.png")
-    figures.reconstruction_figure({"ae": ae, "vae": vae}, data.images[:5], path=tmp_path / "recon.png")
-    figures.training_curves_figure({"vae": history}, path=tmp_path / "curves.png")
-    figures.latent_scatter_figure({"ae": ae, "vae 8-d": _model("vae", 8)}, data, path=tmp_path / "scatter.png")
-    figures.manifold_figure(vae, n=5, path=tmp_path / "manifold-vae.png")
-    figures.manifold_figure(ae, n=5, data=data, path=tmp_path / "manifold-ae.png")
-    figures.interpolation_figure({"ae": ae}, data.images[0], data.images[1], steps=5, path=tmp_path / "interp.png")
+    plots.image_grid_figure(data.images[:16], nrow=8, path=tmp_path / "grid.png")
+    plots.reconstruction_figure({"ae": ae, "vae": vae}, data.images[:5], path=tmp_path / "recon.png")
+    plots.training_curves_figure({"vae": history}, path=tmp_path / "curves.png")
+    plots.latent_scatter_figure({"ae": ae, "vae 8-d": _model("vae", 8)}, data, path=tmp_path / "scatter.png")
+    plots.manifold_figure(vae, n=5, path=tmp_path / "manifold-vae.png")
+    plots.manifold_figure(ae, n=5, data=data, path=tmp_path / "manifold-ae.png")
+    plots.interpolation_figure({"ae": ae}, data.images[0], data.images[1], steps=5, path=tmp_path / "interp.png")
     for f in tmp_path.iterdir():
         assert f.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_manifold_needs_a_2d_latent_space_and_uses_prior_quantiles(monkeypatch):
     with pytest.raises(ValueError, match="2-d"):
-        figures.manifold_figure(_model("vae", 3))
+        plots.manifold_figure(_model("vae", 3))
     seen = {}
 
     def capture(model, z):
         seen["z"] = z
         return torch.zeros(len(z), 1, 28, 28)
 
-    monkeypatch.setattr(figures, "_decode", capture)
-    figures.manifold_figure(_model("vae", 2), n=3)
+    import vaebook.plots.latents
+
+    monkeypatch.setattr(vaebook.plots.latents, "decodes", capture)
+    plots.manifold_figure(_model("vae", 2), n=3)
     z = seen["z"]
     edge = torch.distributions.Normal(0.0, 1.0).icdf(torch.tensor(0.95))
     torch.testing.assert_close(z[:, 0].unique(), torch.tensor([-edge, 0.0, edge]), atol=1e-6, rtol=0)
@@ -96,16 +98,16 @@ def test_face_figures_and_numbers(tmp_path):
     gen = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (30, 3, 16, 16), generator=gen, dtype=torch.uint8)
     attrs = (torch.arange(30)[:, None] + torch.arange(4)[None]) % 2
-    names = figures.FACE_ATTRIBUTES
+    names = evaluate.FACE_ATTRIBUTES
     data = ImageDataset(images, attributes=attrs.to(torch.uint8), attribute_names=names, name="faces")
     torch.manual_seed(0)
     vae = build_model(ModelConfig(kind="vae", arch="mlp", in_shape=(3, 16, 16), latent_dim=4, hidden=16,
                                   likelihood="gaussian", sigma=0.1)).eval()
-    figures.attribute_figure(vae, data, data, path=tmp_path / "attrs.png")
-    figures.nearest_neighbour_figure(vae, data, n=4, path=tmp_path / "nn.png")
-    figures.likelihood_width_figure({"a": vae, "b": vae}, data.images, n=4, path=tmp_path / "sigma.png")
+    plots.attribute_figure(vae, data, data, path=tmp_path / "attrs.png")
+    plots.nearest_neighbour_figure(vae, data, n=4, path=tmp_path / "nn.png")
+    plots.likelihood_width_figure({"a": vae, "b": vae}, data.images, n=4, path=tmp_path / "sigma.png")
     assert (tmp_path / "attrs.png").read_bytes()[:4] == b"\x89PNG" and (tmp_path / "nn.png").is_file()
-    numbers = figures.celeba_numbers(vae, data, data.subset(10), n=1000)
+    numbers = evaluate.celeba_numbers(vae, data, data.subset(10), n=1000)
     assert numbers["n"] == 10 and numbers["n_train"] == 30
     assert max(numbers["nn_rmse_test_faces"].values()) < 1e-6  # these "test" faces are training faces
     assert numbers["nn_rmse_vae_samples"]["median"] > 0

@@ -6,11 +6,13 @@ The package behind the vaebook online book. One module per concept:
 * `vaebook.models`: the convolutional/MLP/linear `Autoencoder` and `VAE`;
 * `vaebook.losses`: log-likelihoods, the Gaussian KL and the ELBO;
 * `vaebook.train`: the training loop, with checkpoints and resume;
+* `vaebook.speed`, `vaebook.distributed`: what makes the loop fast, and several processes;
 * `vaebook.evaluate`: losses and latent codes over a data set;
 * `vaebook.checkpoints`: safetensors weights, the pretrained models and their manifest;
-* `vaebook.figures`: every figure of the book;
+* `vaebook.plots`: every plot of the book, by subject;
 * `vaebook.experiments`: the named experiments the book trains;
-* `vaebook.cli`: ``python -m vaebook``.
+* `vaebook.build`: the table of every file the book shows, and the jobs that make them;
+* `vaebook.cli`: ``python -m vaebook``, parsing and dispatch only.
 """
 
 __version__ = "0.1.0"

@@ -9,9 +9,7 @@ finished epoch is kept; the same command resumes from it).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import time
 from pathlib import Path
 
 from .errors import CheckpointError, DataNotFoundError, VaebookError
@@ -56,12 +54,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write the results as JSON (merged into FILE if it exists)")
     _common(p, "", "unused")
 
-    p = sub.add_parser("figures", help="draw the book's figures from the pretrained weights")
+    p = sub.add_parser("figures", help="make every figure and file of numbers of the book from the pretrained weights")
+    p.add_argument("--results", default="results", metavar="DIR",
+                   help="folder for the JSON files of numbers (default: results)")
     _common(p, "images", "folder for the PNG files (default: images)")
 
     p = sub.add_parser("reproduce", help="train every book experiment, ship its weights, redraw the figures")
     p.add_argument("--epochs", type=int, default=None, help="override every experiment's number of epochs")
     p.add_argument("--images", default="images", metavar="DIR", help="folder for the figures (default: images)")
+    p.add_argument("--results", default="results", metavar="DIR",
+                   help="folder for the evaluation table and other JSON files (default: results)")
     p.add_argument("-k", type=int, default=None,
                    help="importance samples per image for the evaluation table (default: each experiment's)")
     _training(p)
@@ -104,6 +106,8 @@ def _check_folders(args: argparse.Namespace) -> None:
     folders = [("--out", args.out)] if args.command in ("train", "figures", "reproduce") else []
     if args.command == "reproduce":
         folders.append(("--images", args.images))
+    if args.command in ("reproduce", "figures"):
+        folders.append(("--results", args.results))
     if writes_weights:
         from .checkpoints import PRETRAINED_DIR
 
@@ -112,34 +116,6 @@ def _check_folders(args: argparse.Namespace) -> None:
         folders.append(("--json", Path(args.json).parent))
     for flag, folder in folders:
         check_writable(folder, f"the {flag} folder")
-
-
-def _train_one(name: str, args: argparse.Namespace, publish: bool) -> None:
-    from dataclasses import replace
-
-    from . import checkpoints, experiments
-    from .train import train
-
-    exp = experiments.get(name).with_epochs(args.epochs)
-    if getattr(args, "lr", None) is not None:
-        exp = replace(exp, train=replace(exp.train, lr=args.lr))
-    train_set, test_set = exp.load_data(args.data_root, download=not args.no_download)
-    run_dir = Path(args.out) / name
-    t0 = time.perf_counter()
-    result = train(exp.model, exp.train, train_set, test_set, run_dir, device=args.device,
-                   progress=not args.quiet, resume=not getattr(args, "restart", False),
-                   meta={"experiment": name, "data": exp.data}, compile=args.compile, precision=args.precision,
-                   graphs=args.graphs)
-    if int(os.environ.get("RANK", "0")) != 0:
-        return  # under torchrun, rank 0 reports and publishes
-    last = result.history[-1] if result.history else {}
-    print(f"{name}: {len(result.history)} epochs, test loss {last.get('test_loss', float('nan')):.2f} nats/image, "
-          f"{time.perf_counter() - t0:.0f} s; model in {run_dir}")
-    if publish:
-        folder = Path(args.weights) if args.weights else checkpoints.PRETRAINED_DIR
-        entry = checkpoints.publish(run_dir, name, folder, test_set=test_set, beta=exp.train.beta)
-        print(f"{name}: published to {folder / entry['file']} (half precision; test loss of the shipped weights "
-              f"{entry['test_metrics']['loss']:.2f})")
 
 
 def _print_evaluation(name: str, r: dict) -> None:
@@ -160,13 +136,9 @@ def _print_evaluation(name: str, r: dict) -> None:
         print("  bits per dimension n/a: a Bernoulli likelihood on grey pixels is not a probability of the data")
 
 
-def _evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser, skip_missing_data: bool = False) -> int:
-    from . import experiments
-    import torch
-
-    from .checkpoints import load_pretrained, manifest, read_json, write_json
-    from .evaluate import evaluate_model
-    from .train import pick_device
+def _evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from .build import evaluation_table
+    from .checkpoints import manifest
 
     _positive(parser, args.k, "-k")
     _positive(parser, args.images, "--images")
@@ -177,87 +149,16 @@ def _evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser, skip_mi
     unknown = [n for n in names if n not in shipped]
     if unknown:
         parser.error(f"no shipped weights for {', '.join(unknown)}; shipped: {', '.join(shipped)}")
-    device = pick_device(args.device)
-    results = {}
-    for name in names:
-        exp = experiments.get(name)
-        try:
-            test = exp.load_split("test", args.data_root, download=not args.no_download)
-        except DataNotFoundError as err:
-            if not skip_missing_data:
-                raise
-            print(f"skipped evaluating {name}: {str(err).splitlines()[0]}")
-            continue
-        model = load_pretrained(name, device=device, folder=args.weights)
-        results[name] = evaluate_model(model, test, k=args.k or exp.eval_k, n=args.images or exp.eval_images)
-        _print_evaluation(name, results[name])
-    if args.json:
-        path = Path(args.json)
-        merged = read_json(path)["results"] if path.is_file() else {}
-        write_json(path, {"command": f"python -m vaebook evaluate --all --json {path}",
-                          "torch_version": torch.__version__, "device": str(device),
-                          "results": {**merged, **results}})
-        print(f"wrote {path}")
+    evaluation_table(names, args.weights, args.data_root, args.device, not args.no_download, k=args.k, n=args.images,
+                     json_path=args.json, report=_print_evaluation)
     return 0
 
 
-def _relative_costs(names: list[str], epochs: int | None, shipped: dict) -> dict[str, float]:
-    """Relative training cost of each experiment: its shipped seconds per epoch times the epochs it will run.
-
-    Only ratios matter (the shipped times were recorded on another device); an
-    experiment without shipped weights counts as the median of the others.
-    """
-    from . import experiments
-
-    per_epoch = {n: shipped[n]["wall_time_s"] / max(1, shipped[n]["epochs"]) for n in names if n in shipped}
-    typical = sorted(per_epoch.values())[len(per_epoch) // 2] if per_epoch else 1.0
-    return {n: per_epoch.get(n, typical) * (epochs or experiments.get(n).train.epochs) for n in names}
-
-
-def _minutes(seconds: float) -> str:
-    return f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
-
-
-def _reproduce(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    """Train every book experiment (saying which of how many and about how long is left), then the figures and table."""
-    from . import experiments
-    from .checkpoints import manifest
-    from .figures import book_figures
-
-    t0 = time.perf_counter()
-    names = [e.name for e in experiments.EXPERIMENTS.values() if e.book]
-    cost = _relative_costs(names, args.epochs, manifest(args.weights))
-    trained, done_cost, train_seconds = 0, 0.0, 0.0
-    for k, name in enumerate(names, 1):
-        left = sum(cost[n] for n in names[k - 1:])
-        estimate = (f"about {_minutes(train_seconds * left / done_cost)} of training left, by the shipped models' "
-                    "relative times" if done_cost > 0 else "the first experiment sets the pace of the estimate")
-        print(f"reproduce: experiment {k} of {len(names)}: {name} ({_minutes(time.perf_counter() - t0)} so far; "
-              f"{estimate})", flush=True)
-        start = time.perf_counter()
-        try:
-            _train_one(name, args, publish=True)
-            trained += 1
-        except DataNotFoundError as err:
-            if experiments.get(name).data == "fashion-mnist":
-                raise
-            # CelebA cannot be downloaded automatically: keep the shipped weights and say so.
-            print(f"skipped {name}: {str(err).splitlines()[0]} The shipped weights are kept; "
-                  f"see the README for where to get the data.")
-            continue
-        train_seconds += time.perf_counter() - start
-        done_cost += cost[name]
-    print(f"reproduce: drawing the figures ({_minutes(time.perf_counter() - t0)} so far)", flush=True)
-    written = book_figures(args.images, weights=args.weights, data_root=args.data_root, device=args.device,
-                           download=not args.no_download, skip_missing_data=True)
-    evaluation = Path(args.images) / "evaluation.json"  # the evaluation chapter's table
-    print(f"reproduce: the evaluation table ({_minutes(time.perf_counter() - t0)} so far)", flush=True)
-    _evaluate(argparse.Namespace(**{**vars(args), "names": [], "all": True, "images": None,
-                                    "json": str(evaluation)}), parser, skip_missing_data=True)
-    written.append(evaluation)
-    print(f"reproduce: trained and published {trained} of {len(names)} models, "
-          f"wrote {len(written)} files to {args.images} in {time.perf_counter() - t0:.0f} s")
-    return 0
+def _training_args(args: argparse.Namespace) -> dict:
+    """The keyword arguments that `train` and `reproduce` hand on to the library alike."""
+    return {"weights": args.weights, "data_root": args.data_root, "device": args.device,
+            "download": not args.no_download, "epochs": args.epochs, "progress": not args.quiet,
+            "compile": args.compile, "precision": args.precision, "graphs": args.graphs}
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -283,7 +184,10 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         _positive(parser, args.epochs, "--epochs")
         _positive(parser, args.lr, "--lr")
         _check_folders(args)
-        _train_one(args.name, args, args.publish)
+        from .build import train_experiment
+
+        train_experiment(args.name, args.out, lr=args.lr, restart=args.restart, publish=args.publish,
+                         **_training_args(args))
         return 0
     if args.command == "reproduce":
         _positive(parser, args.epochs, "--epochs")
@@ -291,12 +195,16 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.command == "evaluate":
         return _evaluate(args, parser)
     if args.command == "reproduce":
-        return _reproduce(args, parser)
-    from .figures import book_figures
+        from .build import reproduce
 
-    written = book_figures(args.out, weights=args.weights, data_root=args.data_root, device=args.device,
-                           download=not args.no_download, skip_missing_data=True)
-    print(f"wrote {len(written)} files to {args.out}")
+        _positive(parser, args.k, "-k")
+        reproduce(args.out, args.images, args.results, k=args.k, report=_print_evaluation, **_training_args(args))
+        return 0
+    from .build import build_artefacts
+
+    written = build_artefacts(args.out, args.results, weights=args.weights, data_root=args.data_root,
+                              device=args.device, download=not args.no_download, skip_missing_data=True)
+    print(f"wrote {len(written)} files to {args.out} and {args.results}")
     return 0
 
 

@@ -137,7 +137,7 @@ def cache_dir() -> Path:
     return Path(os.environ.get("VAEBOOK_CACHE", Path.home() / ".cache" / "vaebook")).expanduser()
 
 
-def _split_mask(n: int, split: Split) -> torch.Tensor:
+def split_mask(n: int, split: Split) -> torch.Tensor:
     """The documented deterministic split used where a data set has no held-out rows.
 
     Image i (0-based, in file order) is test if i % 10 == 9, valid if i % 10 == 8,
@@ -321,7 +321,7 @@ def _read_partition(path: Path) -> dict[str, int]:
         raise DataCorruptError(f"{path} is not in CelebA's partition format ({e}).") from None
 
 
-def _crop_box(width: int, height: int, out_hw: tuple[int, int]) -> tuple[int, int, int, int]:
+def crop_box(width: int, height: int, out_hw: tuple[int, int]) -> tuple[int, int, int, int]:
     """The centre box that the usual 64x64 CelebA recipe crops (148x148 of 178x218), scaled to the image.
 
     Its width is 148/178 of the image's; its height follows the requested aspect ratio.
@@ -339,7 +339,7 @@ def _decode(path: Path, size: tuple[int, int] | None, crop: bool) -> np.ndarray:
         im = im.convert("RGB")
         if size is not None:
             if crop:
-                im = im.crop(_crop_box(im.width, im.height, size))
+                im = im.crop(crop_box(im.width, im.height, size))
             if im.size != (size[1], size[0]):
                 im = im.resize((size[1], size[0]), Image.Resampling.BICUBIC, reducing_gap=3.0)
         return np.asarray(im).transpose(2, 0, 1)
@@ -361,7 +361,7 @@ def celeba(split: Split = "train", root: str | os.PathLike | None = None, size: 
     Args:
         split: ``"train"``, ``"valid"`` or ``"test"``. The official partition is used
             when it has rows of the requested kind among the present images; otherwise
-            the deterministic rule of `_split_mask` (80/10/10 by file order).
+            the deterministic rule of `split_mask` (80/10/10 by file order).
         size: output ``H`` (square) or ``(H, W)``; None keeps the native size.
         crop: centre-crop the face box (148x148 of 178x218, scaled) before resizing,
             the usual 64x64 recipe. With ``crop=False`` the whole image is resized.
@@ -403,7 +403,7 @@ def _celeba_split(folder: Path, split: Split, hw: tuple[int, int] | None, crop: 
     official = np.asarray([partition.get(f, 0) for f in files], dtype=np.int64)
     has_heldout = bool(((official == 1) | (official == 2)).any())
     wanted = {"train": 0, "valid": 1, "test": 2}[split]
-    mask = official == wanted if has_heldout else _split_mask(len(files), split).numpy()
+    mask = official == wanted if has_heldout else split_mask(len(files), split).numpy()
     attrs = torch.from_numpy((values[keep] > 0).astype(np.uint8)[mask])
     all_files, files = files, [f for f, m in zip(files, mask) if m]
 
@@ -448,7 +448,7 @@ def frey_faces(split: Split = "train", root: str | os.PathLike | None = None, do
     """The Frey Face data set: 1,965 grey 28x20 images of one face (Kingma & Welling's 2-D manifold).
 
     Read from ``frey_rawface.mat`` (key ``ff``, uint8, shape (560, 1965)). There is no
-    official split; the deterministic 80/10/10 rule of `_split_mask` is used.
+    official split; the deterministic 80/10/10 rule of `split_mask` is used.
     """
     _check_split(split)
     here = Path.cwd()
@@ -488,7 +488,7 @@ def frey_faces(split: Split = "train", root: str | os.PathLike | None = None, do
     if ff.dtype != np.uint8 or ff.ndim != 2 or ff.shape[0] != 28 * 20:
         raise DataCorruptError(f"{path}: expected 'ff' as uint8 (560, N), got {ff.dtype} {ff.shape}.")
     images = torch.from_numpy(np.ascontiguousarray(ff.T.reshape(-1, 1, 28, 20)))
-    return ImageDataset(images[_split_mask(len(images), split)], name=f"frey/{split}")
+    return ImageDataset(images[split_mask(len(images), split)], name=f"frey/{split}")
 
 
 DATASETS: dict[str, Callable[..., ImageDataset]] = {

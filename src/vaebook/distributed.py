@@ -17,6 +17,11 @@ from dataclasses import dataclass
 import torch
 
 
+def rank() -> int:
+    """This process's rank under ``torchrun`` (0 when started on its own)."""
+    return int(os.environ.get("RANK", "0"))
+
+
 @dataclass
 class Distributed:
     """The process group when started by ``torchrun`` (``WORLD_SIZE > 1``); inactive otherwise."""

@@ -29,7 +29,7 @@ function's variance blows up like ``f(mu)^2 / sigma^2`` while the pathwise one v
 *on the scale of sigma*, not a theorem: for ``f(z) = sin z`` with ``sigma`` above
 about 1 the slope ``cos z`` swings over its whole range within the typical ``z``,
 while ``E[sin z]`` (and so every score-function estimate) shrinks, and the score
-function has the lower variance (see `vaebook.figures.gradient_variance_figure`).
+function has the lower variance (see `vaebook.plots.gradient_variance_figure`).
 
 Subtracting a constant ``baseline`` from ``f`` (a control variate) keeps the
 score-function estimator unbiased, because ``E[score] = 0``, and lowers its variance
@@ -43,6 +43,7 @@ from __future__ import annotations
 
 from typing import Callable, Sequence
 
+import numpy as np
 import torch
 
 Function = Callable[[torch.Tensor], torch.Tensor]
@@ -161,3 +162,27 @@ def estimator_variance_table(f: Function, mu: float, sigmas: Sequence[float], n:
             rows[f"{name}_mean"].append(float(g.mean()))
             rows[f"{name}_var"].append(float(g.var()))
     return {key: torch.tensor(values, dtype=torch.float64) for key, values in rows.items()}
+
+
+# --------------------------------------------------------------------------- reshaping noise (the inverse transform)
+
+
+# A skewed two-mode target for the inverse-transform figure: (weight, mean, standard deviation).
+SHAPE_MIXTURE: tuple[tuple[float, float, float], ...] = ((0.35, -2.0, 0.5), (0.65, 1.5, 0.7))
+
+
+def _mixture_cdf(x: torch.Tensor, components: Sequence[tuple[float, float, float]]) -> torch.Tensor:
+    return sum(w * torch.special.ndtr((x - m) / s) for w, m, s in components)
+
+
+def normal_to_target(z: torch.Tensor,
+                     components: Sequence[tuple[float, float, float]] = SHAPE_MIXTURE) -> torch.Tensor:
+    """``g(z) = F^-1(Phi(z))``: the increasing map that turns ``N(0, 1)`` samples into samples of a Gaussian mixture.
+
+    ``Phi(z)`` is uniform on (0, 1) when ``z ~ N(0, 1)``, and ``F^-1`` of a uniform has
+    CDF ``F``; the mixture's ``F`` has no closed-form inverse, so it is inverted by
+    linear interpolation on a grid of 8001 points over [-8, 8].
+    """
+    grid = torch.linspace(-8.0, 8.0, 8001, dtype=torch.float64)
+    u = torch.special.ndtr(z.double())
+    return torch.from_numpy(np.interp(u.numpy(), _mixture_cdf(grid, components).numpy(), grid.numpy()))

@@ -158,6 +158,11 @@ class LatentModel(nn.Module):
     def latent_dim(self) -> int:
         return self.config.latent_dim
 
+    @property
+    def device(self) -> torch.device:
+        """Where the weights live: the device that inputs must be moved to."""
+        return next(self.parameters()).device
+
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """The image a latent vector decodes to: the mean of ``p(x|z)``.
 
@@ -244,8 +249,7 @@ class VAE(LatentModel):
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """``n`` new images: ``z ~ N(0, I)`` decoded to the mean of ``p(x|z)``."""
-        device = next(self.parameters()).device
-        z = torch.randn(n, self.latent_dim, generator=generator, device="cpu").to(device)
+        z = torch.randn(n, self.latent_dim, generator=generator, device="cpu").to(self.device)
         return self.decode(z)
 
 
@@ -256,10 +260,39 @@ def build_model(config: ModelConfig | dict[str, Any]) -> Autoencoder | VAE:
     return (VAE if config.kind == "vae" else Autoencoder)(config)
 
 
+def fit_latent_samplers(latents: torch.Tensor) -> dict[str, Any]:
+    """Three guesses at where an autoencoder's codes live, fitted to encoded data.
+
+    * ``joint``: a normal with the codes' mean and full covariance;
+    * ``independent``: a normal per dimension (diagonal covariance, same variances);
+    * ``uniform``: the box spanned by the codes' per-dimension minimum and maximum.
+
+    Returns the fitted parameters and a ``sample(kind, n, generator)`` function.
+    """
+    z = latents.double()
+    mean, cov = z.mean(0), torch.cov(z.T).reshape(z.shape[1], z.shape[1])
+    low, high = z.min(0).values, z.max(0).values
+    chol = torch.linalg.cholesky(cov + 1e-9 * torch.eye(len(mean), dtype=z.dtype))
+
+    def sample(kind: str, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        if kind == "uniform":
+            u = torch.rand(n, len(mean), generator=generator, dtype=z.dtype)
+            return (low + u * (high - low)).float()
+        eps = torch.randn(n, len(mean), generator=generator, dtype=z.dtype)
+        if kind == "joint":
+            return (mean + eps @ chol.T).float()
+        if kind == "independent":
+            return (mean + eps * cov.diagonal().sqrt()).float()
+        raise ValueError(f"kind must be 'joint', 'independent' or 'uniform', not {kind!r}")
+
+    return {"mean": mean, "cov": cov, "low": low, "high": high, "sample": sample}
+
+
 def count_parameters(model: nn.Module) -> int:
     """The number of trainable parameters."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
 __all__ = ["ModelConfig", "Autoencoder", "VAE", "LatentModel", "build_model", "conv_sizes", "count_parameters",
+           "fit_latent_samplers",
            "ConvEncoder", "ConvDecoder"]

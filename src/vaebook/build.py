@@ -1,0 +1,377 @@
+"""The build of the book: one table of every file it shows, and the jobs that make them.
+
+`ARTEFACTS` lists every figure (``images/*.png``) and every file of numbers
+(``results/*.json``) that a chapter reads: the chapters that show it, the function
+that makes it, the shipped models and the data set it needs. Find a figure of the
+book in this table and you have the function that draws it.
+
+* `build_artefacts` (``python -m vaebook figures``) makes every row from the shipped
+  weights: a loop over the table.
+* `train_experiment` (``python -m vaebook train``) trains one experiment, and with
+  ``publish`` copies it into the weights folder.
+* `evaluation_table` (``python -m vaebook evaluate``) scores shipped models.
+* `reproduce` (``python -m vaebook reproduce``) trains every book experiment, then
+  builds every artefact and the evaluation table.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import matplotlib.pyplot as plt
+import torch
+
+from . import checkpoints, experiments, plots
+from .checkpoints import PRETRAINED_DIR, load_pretrained, manifest, read_json, write_json
+from .data import ImageDataset, fashion_mnist, frey_faces
+from .distributed import rank
+from .errors import CheckpointError, DataNotFoundError
+from .evaluate import celeba_numbers, evaluate_model, reconstruction_errors
+from .models import LatentModel
+from .speed import pick_device
+from .train import train
+
+RESULTS = "results"  # where the JSON files of numbers go, apart from the images
+
+
+class Book:
+    """What the table's rows are made from: shipped models (each loaded when a row first needs it, so a damaged
+    weights file costs only its own rows) and the data sets (each loaded once)."""
+
+    def __init__(self, weights: str | Path | None, data_root: str | Path | None, device: torch.device,
+                 download: bool) -> None:
+        self.weights, self.data_root, self.device, self.download = weights, data_root, device, download
+        self.loaded: dict[str, LatentModel] = {}
+
+    def model(self, name: str) -> LatentModel:
+        if name not in self.loaded:
+            self.loaded[name] = load_pretrained(name, device=self.device, folder=self.weights)
+        return self.loaded[name]
+
+    def models(self, labels: dict[str, str]) -> dict[str, LatentModel]:
+        """``{label: model}`` from ``{label: shipped name}``."""
+        return {label: self.model(name) for label, name in labels.items()}
+
+    def history(self, *names: str) -> dict[str, list[dict[str, float]]]:
+        return {n: self.manifest[n]["history"] for n in names}
+
+    @cached_property
+    def manifest(self) -> dict[str, dict[str, Any]]:
+        return manifest(self.weights)
+
+    @cached_property
+    def fmnist_test(self) -> ImageDataset:
+        return fashion_mnist("test", root=self.data_root, download=self.download)
+
+    @cached_property
+    def fmnist_train(self) -> ImageDataset:
+        return fashion_mnist("train", root=self.data_root, download=self.download)
+
+    @cached_property
+    def frey_test(self) -> ImageDataset:
+        return frey_faces("test", root=self.data_root, download=self.download)
+
+    @cached_property
+    def celeba(self) -> tuple[ImageDataset, ImageDataset]:
+        return experiments.get("celeba-vae").load_data(self.data_root, download=self.download)
+
+    def data(self, name: str | None) -> None:
+        """Load the data set a row needs (raises `DataNotFoundError` if it is missing)."""
+        {"fashion-mnist": lambda: self.fmnist_test, "frey": lambda: self.frey_test, "celeba": lambda: self.celeba,
+         None: lambda: None}[name]()
+
+
+@dataclass(frozen=True)
+class Artefact:
+    """One file of the book: where it goes, who shows it, what makes it and from what."""
+
+    file: str  # relative to the repository: images/NAME.png or results/NAME.json
+    chapters: tuple[str, ...]  # the chapter files that show it
+    make: Callable[[Book, Path], Any]  # draws or computes it into the path; returns a Figure or None
+    models: tuple[str, ...] = ()  # the shipped models it needs
+    data: str | None = None  # the data set it needs: "fashion-mnist", "frey", "celeba", or None
+
+
+def _anomaly(b: Book, p: Path):
+    errors = reconstruction_errors(b.model("fmnist-ae-no-bags"), b.fmnist_test)
+    left_out = torch.tensor(experiments.get("fmnist-ae-no-bags").exclude_labels)  # the Bag class
+    seen = ~torch.isin(b.fmnist_test.labels, left_out)
+    return plots.anomaly_figure(errors[seen], errors[~seen], labels=("the nine classes seen in training",
+                                                                     "Bag, never seen"), path=p)
+
+
+def _betas(b: Book, betas) -> dict[str, LatentModel]:
+    return {f"beta = {x:g}": b.model("fmnist-mlp-vae" if x == 1 else f"fmnist-mlp-vae-beta{x:g}") for x in betas}
+
+
+_BETA_NAMES = tuple("fmnist-mlp-vae" if x == 1 else f"fmnist-mlp-vae-beta{x:g}" for x in experiments.BETAS)
+_FM, _FR, _CE = "fashion-mnist", "frey", "celeba"
+_AE_VAE = {"autoencoder": "fmnist-ae", "VAE": "fmnist-vae"}
+
+ARTEFACTS: tuple[Artefact, ...] = (
+    # figures drawn from closed forms and small computations: no model, no data
+    Artefact("images/autoencoder-diagram.png", ("02-autoencoders.qmd",),
+             lambda b, p: plots.autoencoder_diagram_figure(path=p)),
+    Artefact("images/vae-diagram.png", ("05-reparameterisation.qmd",), lambda b, p: plots.vae_diagram_figure(path=p)),
+    Artefact("images/mse-vs-bce.png", ("02-autoencoders.qmd",), lambda b, p: plots.penalty_figure(path=p)),
+    Artefact("images/kl-asymmetry.png", ("04-latent-variable-models.qmd",),
+             lambda b, p: plots.kl_asymmetry_figure(path=p)),
+    Artefact("images/inverse-transform.png", ("appendix-maths.qmd",),
+             lambda b, p: plots.inverse_transform_figure(path=p, seed=0)),
+    Artefact("images/gradient-variance.png", ("05-reparameterisation.qmd",),
+             lambda b, p: plots.gradient_variance_figure(path=p, seed=0)),
+    # Fashion-MNIST
+    Artefact("images/fmnist-reconstructions.png", ("02-autoencoders.qmd", "06-training-a-vae.qmd"),
+             lambda b, p: plots.reconstruction_figure(b.models({"autoencoder (16-d)": "fmnist-ae",
+                                                                "VAE (16-d)": "fmnist-vae"}),
+                                                      b.fmnist_test.images[:10], path=p),
+             ("fmnist-ae", "fmnist-vae"), _FM),
+    Artefact("images/fmnist-ae-random-latents.png", ("03-generating-with-autoencoders.qmd",),
+             lambda b, p: plots.random_latent_figure(b.model("fmnist-ae"), b.fmnist_test, n=10, seed=0, path=p),
+             ("fmnist-ae",), _FM),
+    Artefact("images/fmnist-ae-vs-vae-samples.png", ("06-training-a-vae.qmd",),
+             lambda b, p: plots.random_latent_figure(b.model("fmnist-ae"), b.fmnist_test, n=10, seed=1,
+                                                     vae=b.model("fmnist-vae"), path=p),
+             ("fmnist-ae", "fmnist-vae"), _FM),
+    Artefact("images/fmnist-vae-samples.png", ("06-training-a-vae.qmd",),
+             lambda b, p: plots.samples_figure(b.model("fmnist-vae"), n=32, seed=0, path=p), ("fmnist-vae",), _FM),
+    Artefact("images/fmnist-latent-2d.png", ("02-autoencoders.qmd", "06-training-a-vae.qmd"),
+             lambda b, p: plots.latent_scatter_figure(b.models({"autoencoder": "fmnist-ae-2d",
+                                                                "VAE (posterior means)": "fmnist-vae-2d"}),
+                                                      b.fmnist_test, path=p),
+             ("fmnist-ae-2d", "fmnist-vae-2d"), _FM),
+    Artefact("images/fmnist-ae-2d-manifold.png", ("03-generating-with-autoencoders.qmd", "06-training-a-vae.qmd"),
+             lambda b, p: plots.manifold_figure(b.model("fmnist-ae-2d"), data=b.fmnist_test, path=p),
+             ("fmnist-ae-2d",), _FM),
+    Artefact("images/fmnist-vae-2d-manifold.png", ("06-training-a-vae.qmd",),
+             lambda b, p: plots.manifold_figure(b.model("fmnist-vae-2d"), path=p), ("fmnist-vae-2d",), _FM),
+    Artefact("images/fmnist-interpolation.png", ("06-training-a-vae.qmd",),
+             lambda b, p: plots.interpolation_figure(b.models(_AE_VAE), b.fmnist_test.images[0],
+                                                     b.fmnist_test.images[2], steps=10, path=p),  # a boot, a trouser
+             ("fmnist-ae", "fmnist-vae"), _FM),
+    Artefact("images/fmnist-training-curves.png", ("06-training-a-vae.qmd",),
+             lambda b, p: plots.training_curves_figure(b.history("fmnist-ae", "fmnist-vae", "fmnist-mlp-vae"), path=p),
+             ("fmnist-ae", "fmnist-vae", "fmnist-mlp-vae"), _FM),
+    Artefact("images/fmnist-pca-reconstructions.png", ("01-dimensionality-reduction.qmd",),
+             lambda b, p: plots.pca_reconstruction_figure(b.fmnist_train, b.fmnist_test.images[:10],
+                                                          linear_ae=b.model("fmnist-linear-ae"), path=p),
+             ("fmnist-linear-ae",), _FM),
+    Artefact("images/fmnist-denoising.png", ("02-autoencoders.qmd",),
+             lambda b, p: plots.denoising_figure(b.models({"autoencoder": "fmnist-ae",
+                                                           "denoising autoencoder": "fmnist-dae"}),
+                                                 b.fmnist_test.images[:10], noise_std=0.3, path=p),
+             ("fmnist-ae", "fmnist-dae"), _FM),
+    Artefact("images/fmnist-anomaly.png", ("02-autoencoders.qmd",), _anomaly, ("fmnist-ae-no-bags",), _FM),
+    Artefact("images/fmnist-beta-sweep.png", ("06-training-a-vae.qmd",),
+             lambda b, p: plots.beta_sweep_figure(_betas(b, (0.1, 1, 4, 16)), b.fmnist_test.images[:10], path=p),
+             _BETA_NAMES, _FM),
+    Artefact("images/fmnist-beta-kl-per-dim.png", ("06-training-a-vae.qmd",),
+             lambda b, p: plots.kl_per_dimension_figure(_betas(b, experiments.BETAS), b.fmnist_test, path=p),
+             _BETA_NAMES, _FM),
+    Artefact("images/fmnist-naive-monte-carlo.png", ("04-latent-variable-models.qmd",),
+             lambda b, p: plots.naive_monte_carlo_figure(b.model("fmnist-mlp-vae"), b.fmnist_test.images[0], path=p),
+             ("fmnist-mlp-vae",), _FM),
+    # Frey faces
+    Artefact("images/frey-faces.png", ("07-faces.qmd",),
+             lambda b, p: plots.image_grid_figure(b.frey_test.images[:20], nrow=10, path=p), (), _FR),
+    Artefact("images/frey-vae-2d-manifold.png", ("07-faces.qmd",),
+             lambda b, p: plots.manifold_figure(b.model("frey-vae-2d"), n=19, height=9, path=p), ("frey-vae-2d",), _FR),
+    # CelebA
+    Artefact("images/celeba-reconstructions.png", ("07-faces.qmd",),
+             lambda b, p: plots.reconstruction_figure(b.models({"autoencoder (128-d)": "celeba-ae",
+                                                                "VAE (128-d)": "celeba-vae"}),
+                                                      b.celeba[1].images[:10], path=p),
+             ("celeba-ae", "celeba-vae"), _CE),
+    Artefact("images/celeba-ae-vs-vae-samples.png", ("07-faces.qmd",),
+             lambda b, p: plots.random_latent_figure(b.model("celeba-ae"), b.celeba[1], n=10, seed=0,
+                                                     vae=b.model("celeba-vae"), path=p),
+             ("celeba-ae", "celeba-vae"), _CE),
+    Artefact("images/celeba-vae-samples.png", ("07-faces.qmd",),
+             lambda b, p: plots.samples_figure(b.model("celeba-vae"), n=32, nrow=8, seed=0, path=p),
+             ("celeba-vae",), _CE),
+    Artefact("images/celeba-interpolation.png", ("07-faces.qmd",),
+             lambda b, p: plots.interpolation_figure(b.models({"autoencoder": "celeba-ae", "VAE": "celeba-vae"}),
+                                                     b.celeba[1].images[0], b.celeba[1].images[1], steps=10, path=p),
+             ("celeba-ae", "celeba-vae"), _CE),
+    Artefact("images/celeba-attributes.png", ("07-faces.qmd",),
+             lambda b, p: plots.attribute_figure(b.model("celeba-vae"), *b.celeba, path=p), ("celeba-vae",), _CE),
+    Artefact("images/celeba-nearest-neighbours.png", ("07-faces.qmd",),
+             lambda b, p: plots.nearest_neighbour_figure(b.model("celeba-vae"), b.celeba[0], n=10, seed=0, path=p),
+             ("celeba-vae",), _CE),
+    Artefact("images/celeba-training-curves.png", ("07-faces.qmd",),
+             lambda b, p: plots.training_curves_figure(b.history("celeba-ae", "celeba-vae", "celeba-vae-sigma0.1"),
+                                                       path=p),
+             ("celeba-ae", "celeba-vae", "celeba-vae-sigma0.1"), _CE),
+    Artefact("images/celeba-sigma.png", ("07-faces.qmd",),
+             lambda b, p: plots.likelihood_width_figure(
+                 {f"sigma = {b.model(n).config.sigma:g}": b.model(n) for n in ("celeba-vae", "celeba-vae-sigma0.1")},
+                 b.celeba[1].images, path=p),
+             ("celeba-vae", "celeba-vae-sigma0.1"), _CE),
+    Artefact(f"{RESULTS}/celeba-numbers.json", ("07-faces.qmd",),
+             lambda b, p: write_json(p, celeba_numbers(b.model("celeba-vae"), *b.celeba)), ("celeba-vae",), _CE),
+)
+EVALUATION = Artefact(f"{RESULTS}/evaluation.json", ("08-evaluation.qmd",),
+                      lambda b, p: None)  # written by `evaluation_table`, which `reproduce` runs after the rest
+
+
+def build_artefacts(images: str | Path = "images", results: str | Path = RESULTS, weights: str | Path | None = None,
+                    data_root: str | Path | None = None, device: str | None = None, download: bool = True,
+                    skip_missing_data: bool = False, rows: Sequence[Artefact] = ARTEFACTS) -> list[Path]:
+    """Make every row of `ARTEFACTS` (or of ``rows``) from the shipped weights: PNGs into ``images``, JSON into
+    ``results``.
+
+    A data set that is not on disk (CelebA cannot be downloaded automatically) stops the
+    run, or with ``skip_missing_data`` skips its rows with one printed line. A row whose
+    weights file is damaged or missing is skipped with a printed line and the others are
+    made. Returns the paths written.
+    """
+    book = Book(weights, data_root, pick_device(device), download)
+    folders = {"images": Path(images), RESULTS: Path(results)}
+    written, missing = [], set()
+    for row in rows:
+        if row.data in missing:
+            continue
+        try:
+            book.data(row.data)  # data first: a missing data set skips its rows
+        except DataNotFoundError as e:
+            if not skip_missing_data:
+                raise
+            print(f"skipped the {row.data} figures: {str(e).splitlines()[0]}")
+            missing.add(row.data)
+            continue
+        folder, name = row.file.split("/")
+        path = folders[folder] / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            result = row.make(book, path)  # a Figure, or None for a JSON file of numbers
+        except CheckpointError as e:  # a damaged or missing weights file: the rows of the others still come
+            print(f"skipped {name}: {str(e).splitlines()[0]}")
+            continue
+        if result is not None:
+            plt.close(result)
+        written.append(path)
+    return written
+
+
+def train_experiment(name: str, out: str | Path = "runs", weights: str | Path | None = None,
+                     data_root: str | Path | None = None, device: str | None = None, download: bool = True,
+                     epochs: int | None = None, lr: float | None = None, restart: bool = False,
+                     publish: bool = False, progress: bool = True, compile: bool = False, precision: str = "auto",
+                     graphs: str = "auto") -> None:
+    """Train the experiment ``name`` into ``out/name`` (resuming if it can) and report it; with ``publish``,
+    copy the model into the weights folder (``weights``, or the package's) with its hash and test metrics."""
+    exp = experiments.get(name).with_epochs(epochs)
+    if lr is not None:
+        exp = replace(exp, train=replace(exp.train, lr=lr))
+    train_set, test_set = exp.load_data(data_root, download=download)
+    run_dir = Path(out) / name
+    t0 = time.perf_counter()
+    result = train(exp.model, exp.train, train_set, test_set, run_dir, device=device, progress=progress,
+                   resume=not restart, meta={"experiment": name, "data": exp.data}, compile=compile,
+                   precision=precision, graphs=graphs)
+    if rank() != 0:
+        return  # under torchrun, rank 0 reports and publishes
+    last = result.history[-1] if result.history else {}
+    print(f"{name}: {len(result.history)} epochs, test loss {last.get('test_loss', float('nan')):.2f} nats/image, "
+          f"{time.perf_counter() - t0:.0f} s; model in {run_dir}")
+    if publish:
+        folder = Path(weights) if weights else PRETRAINED_DIR
+        entry = checkpoints.publish(run_dir, name, folder, test_set=test_set, beta=exp.train.beta)
+        print(f"{name}: published to {folder / entry['file']} (half precision; test loss of the shipped weights "
+              f"{entry['test_metrics']['loss']:.2f})")
+
+
+def evaluation_table(names: list[str], weights: str | Path | None = None, data_root: str | Path | None = None,
+                     device: str | None = None, download: bool = True, k: int | None = None, n: int | None = None,
+                     json_path: str | Path | None = None, skip_missing_data: bool = False,
+                     report: Callable[[str, dict], None] | None = None) -> dict[str, dict]:
+    """Score shipped models on their test sets (`vaebook.evaluate.evaluate_model`), each with its experiment's
+    ``k`` and ``n`` unless given; ``report(name, result)`` is called for each; with ``json_path`` the results are
+    merged into that file. A model whose data is missing stops the run, or is skipped with one line."""
+    dev = pick_device(device)
+    results = {}
+    for name in names:
+        exp = experiments.get(name)
+        try:
+            test = exp.load_split("test", data_root, download=download)
+        except DataNotFoundError as err:
+            if not skip_missing_data:
+                raise
+            print(f"skipped evaluating {name}: {str(err).splitlines()[0]}")
+            continue
+        model = load_pretrained(name, device=dev, folder=weights)
+        results[name] = evaluate_model(model, test, k=k or exp.eval_k, n=n or exp.eval_images)
+        if report:
+            report(name, results[name])
+    if json_path:
+        path = Path(json_path)
+        merged = read_json(path)["results"] if path.is_file() else {}
+        write_json(path, {"command": f"python -m vaebook evaluate --all --json {path}",
+                          "torch_version": torch.__version__, "device": str(dev),
+                          "results": {**merged, **results}})
+        print(f"wrote {path}")
+    return results
+
+
+def _relative_costs(names: list[str], epochs: int | None, shipped: dict) -> dict[str, float]:
+    """Relative training cost of each experiment: its shipped seconds per epoch times the epochs it will run.
+
+    Only ratios matter (the shipped times were recorded on another device); an
+    experiment without shipped weights counts as the median of the others.
+    """
+    per_epoch = {n: shipped[n]["wall_time_s"] / max(1, shipped[n]["epochs"]) for n in names if n in shipped}
+    typical = sorted(per_epoch.values())[len(per_epoch) // 2] if per_epoch else 1.0
+    return {n: per_epoch.get(n, typical) * (epochs or experiments.get(n).train.epochs) for n in names}
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
+
+
+def reproduce(out: str | Path = "runs", images: str | Path = "images", results: str | Path = RESULTS,
+              weights: str | Path | None = None, data_root: str | Path | None = None, device: str | None = None,
+              download: bool = True, epochs: int | None = None, k: int | None = None, progress: bool = True,
+              compile: bool = False, precision: str = "auto", graphs: str = "auto",
+              report: Callable[[str, dict], None] | None = None) -> list[Path]:
+    """Train and publish every book experiment (saying which of how many and about how long is left), then
+    make every artefact and the evaluation table. Experiments whose data is missing keep their shipped weights
+    (a missing Fashion-MNIST stops the run). Returns the files written."""
+    t0 = time.perf_counter()
+    names = [e.name for e in experiments.EXPERIMENTS.values() if e.book]
+    cost = _relative_costs(names, epochs, manifest(weights))
+    trained, done_cost, train_seconds = 0, 0.0, 0.0
+    for i, name in enumerate(names, 1):
+        left = sum(cost[n] for n in names[i - 1:])
+        estimate = (f"about {_minutes(train_seconds * left / done_cost)} of training left, by the shipped models' "
+                    "relative times" if done_cost > 0 else "the first experiment sets the pace of the estimate")
+        print(f"reproduce: experiment {i} of {len(names)}: {name} ({_minutes(time.perf_counter() - t0)} so far; "
+              f"{estimate})", flush=True)
+        start = time.perf_counter()
+        try:
+            train_experiment(name, out, weights, data_root, device, download, epochs, publish=True,
+                             progress=progress, compile=compile, precision=precision, graphs=graphs)
+            trained += 1
+        except DataNotFoundError as err:
+            if experiments.get(name).data == "fashion-mnist":
+                raise
+            # CelebA cannot be downloaded automatically: keep the shipped weights and say so.
+            print(f"skipped {name}: {str(err).splitlines()[0]} The shipped weights are kept; "
+                  f"see the README for where to get the data.")
+            continue
+        train_seconds += time.perf_counter() - start
+        done_cost += cost[name]
+    print(f"reproduce: drawing the figures ({_minutes(time.perf_counter() - t0)} so far)", flush=True)
+    written = build_artefacts(images, results, weights=weights, data_root=data_root, device=device,
+                              download=download, skip_missing_data=True)
+    table = Path(results) / Path(EVALUATION.file).name
+    print(f"reproduce: the evaluation table ({_minutes(time.perf_counter() - t0)} so far)", flush=True)
+    evaluation_table(list(manifest(weights)), weights, data_root, device, download, k=k, json_path=table,
+                     skip_missing_data=True, report=report)
+    written.append(table)
+    print(f"reproduce: trained and published {trained} of {len(names)} models, "
+          f"wrote {len(written)} files to {images} and {results} in {time.perf_counter() - t0:.0f} s")
+    return written
