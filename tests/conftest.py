@@ -158,3 +158,28 @@ def isolated_env(tmp_path, monkeypatch):
     monkeypatch.setattr(vaebook.data, "_CHECKOUT", tmp_path / "no-checkout" / "repo")  # no shared/data beside it
     monkeypatch.chdir(tmp_path)
     return {"cache": cache, "debian": debian}
+
+
+# --------------------------------------------------------------------------- test layers
+
+# Files whose tests run whole jobs (several processes, reproduce end to end, the shipped models
+# over their full test sets) or execute the book: not in the fast `unit` layer.
+_LAYERS = {"test_book.py": "book", "test_notebooks.py": "book", "test_ddp.py": "slow", "test_pretrained.py": "slow"}
+_SLOW_TESTS = ("test_reproduce_",)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Give every test one layer: ``unit`` (fast, the default for a test), ``slow``, ``book`` (chapters and
+    notebooks executed in a kernel) or ``notebooks`` (nbval's cell-by-cell comparison). ``python -m pytest``
+    runs them all; ``python -m pytest -m unit`` the fast layer alone."""
+    for item in items:
+        path = Path(str(item.fspath))
+        if path.suffix == ".ipynb":
+            layer = "notebooks"
+        elif path.name in _LAYERS:
+            layer = _LAYERS[path.name]
+        elif item.name.startswith(_SLOW_TESTS) or item.get_closest_marker("inductor"):
+            layer = "slow"
+        else:
+            layer = "unit"
+        item.add_marker(getattr(pytest.mark, layer))
