@@ -173,7 +173,7 @@ _KL_GRID = torch.linspace(-12.0, 12.0, 4801, dtype=torch.float64)
 
 def normal_log_density(x: torch.Tensor, mu: torch.Tensor | float, sigma: torch.Tensor | float) -> torch.Tensor:
     sigma = torch.as_tensor(sigma, dtype=x.dtype)
-    return -0.5 * ((x - mu) / sigma) ** 2 - torch.log(sigma) - 0.5 * np.log(2 * np.pi)
+    return -0.5 * ((x - mu) / sigma) ** 2 - torch.log(sigma) - 0.5 * LOG_2PI
 
 
 def mixture_log_density(x: torch.Tensor,

@@ -27,9 +27,9 @@ from dataclasses import dataclass
 
 import torch
 
+from .losses import LOG_2PI
 from .models import VAE, ModelConfig, build_model
 
-LOG_2PI = math.log(2 * math.pi)
 
 
 def gaussian_kl_full(m0: torch.Tensor, s0: torch.Tensor, m1: torch.Tensor, s1: torch.Tensor) -> torch.Tensor:
