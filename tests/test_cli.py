@@ -22,11 +22,8 @@ NAMES = list(experiments.EXPERIMENTS)
 @pytest.fixture
 def env(tmp_path, monkeypatch):
     """In-process and subprocess runs that cannot see the machine's data or caches."""
-    import vaebook.data
-
     monkeypatch.delenv("VAEBOOK_DATA", raising=False)
     monkeypatch.setenv("VAEBOOK_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(vaebook.data, "_CHECKOUT", tmp_path / "no-checkout" / "repo")
     monkeypatch.chdir(tmp_path)
     sub_env = {k: v for k, v in os.environ.items() if k != "VAEBOOK_DATA"}
     sub_env["VAEBOOK_CACHE"] = str(tmp_path / "cache")

@@ -451,18 +451,23 @@ def test_celeba_layout_inside_celeba_subfolder(tmp_path, isolated_env):
     assert len(celeba("train", root=tmp_path / "top", size=8, progress=False)) == 8
 
 
-def test_face_data_beside_the_checkout_is_found_from_any_working_directory(tmp_path, isolated_env, monkeypatch):
-    """A notebook runs in notebooks/, so ../shared is not beside its working directory; the copy
-    beside the repository checkout (``_CHECKOUT``, patched by isolated_env) is found anyway."""
-    import vaebook.data
+def test_vaebook_data_may_list_several_folders_one_per_data_set(tmp_path, isolated_env, monkeypatch):
+    """$VAEBOOK_DATA is a list like $PATH: CelebA found in one folder, the Frey faces in another, from any
+    working directory; the not-found message names every folder listed."""
+    import os
 
-    shared = vaebook.data._CHECKOUT.parent / "shared" / "data"
-    make_celeba(shared / "celeba-10k" / "celeba", n=10)
-    _write_frey(shared / "frey-faces", np.zeros((560, 20), dtype=np.uint8))
+    make_celeba(tmp_path / "faces" / "celeba", n=10)
+    _write_frey(tmp_path / "frey", np.zeros((560, 20), dtype=np.uint8))
+    monkeypatch.setenv("VAEBOOK_DATA", os.pathsep.join([str(tmp_path / "faces"), str(tmp_path / "frey")]))
     (tmp_path / "elsewhere").mkdir()
     monkeypatch.chdir(tmp_path / "elsewhere")
     assert len(celeba("train", size=8, progress=False)) == 8
     assert len(frey_faces("train", download=False)) == 16
+    monkeypatch.setenv("VAEBOOK_DATA", os.pathsep.join([str(tmp_path / "none-1"), str(tmp_path / "none-2")]))
+    with pytest.raises(DataNotFoundError) as err:
+        celeba("train", size=8, progress=False)
+    first = str(err.value).splitlines()[0]
+    assert str(tmp_path / "none-1") in first and str(tmp_path / "none-2") in first
 
 
 def test_celeba_env_variable(tmp_path, isolated_env, monkeypatch):

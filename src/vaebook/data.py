@@ -12,11 +12,14 @@ Where the files are looked for (the first place that has them wins):
 * Fashion-MNIST: an explicit ``root``; ``$VAEBOOK_DATA``; the Debian package's
   folder ``/usr/share/datasets/fashion-mnist``; otherwise torchvision downloads it
   (into ``root`` if given, else ``~/.cache/vaebook``). This is what happens on Colab.
-* CelebA: an explicit ``root``; ``$VAEBOOK_DATA``; ``./data``; the development
-  subset ``../shared/data/celeba-10k``. Each place may hold the official layout
-  itself or inside a ``celeba/`` folder. Decoded images are cached once on disk.
-* Frey Face: an explicit ``root``; ``$VAEBOOK_DATA``; ``./data``;
-  ``../shared/data/frey-faces``; otherwise downloaded from Sam Roweis' page.
+* CelebA: an explicit ``root``; ``$VAEBOOK_DATA``; ``./data``. Each place may hold
+  the official layout itself or inside a ``celeba/`` folder. Decoded images are
+  cached once on disk.
+* Frey Face: an explicit ``root``; ``$VAEBOOK_DATA``; ``./data``; otherwise
+  downloaded from Sam Roweis' page.
+
+``$VAEBOOK_DATA`` may name several folders, separated like ``$PATH`` (``:`` on Linux
+and macOS, ``;`` on Windows), e.g. one holding CelebA and another the Frey faces.
 
 A data set that is missing or corrupt raises a `VaebookError` whose message names
 every place searched and how to get the data.
@@ -107,10 +110,8 @@ def _places(root: str | os.PathLike | None, defaults: Sequence[tuple[str, Path]]
     """The (description, folder) pairs to search: an explicit root alone, else $VAEBOOK_DATA and the defaults."""
     if root is not None:
         return [("the path you gave", Path(root).expanduser())]
-    places = []
-    if os.environ.get("VAEBOOK_DATA"):
-        places.append(("$VAEBOOK_DATA", Path(os.environ["VAEBOOK_DATA"]).expanduser()))
-    return places + list(defaults)
+    listed = [p for p in os.environ.get("VAEBOOK_DATA", "").split(os.pathsep) if p]
+    return [("$VAEBOOK_DATA", Path(p).expanduser()) for p in listed] + list(defaults)
 
 
 def _search(places: Sequence[tuple[str, Path]], find: Callable[[Path], Path | None]) -> Path | None:
@@ -125,11 +126,6 @@ def _not_found(what: str, places: Sequence[tuple[str, Path]]) -> str:
     """The first line of a not-found message: what, and every place searched (a missing folder said so)."""
     where = "; ".join(f"{p} ({why}{'' if p.exists() else ', does not exist'})" for why, p in places)
     return f"{what} was not found. Searched: {where or 'nowhere'}."
-
-
-# The repository checkout this file lives in (src/vaebook/data.py), for the development copies
-# of the face data beside it; from an installed wheel this points into site-packages and finds nothing.
-_CHECKOUT = Path(__file__).resolve().parents[2]
 
 
 def cache_dir() -> Path:
@@ -372,9 +368,7 @@ def celeba(split: Split = "train", root: str | os.PathLike | None = None, size: 
     """
     _check_split(split)
     here = Path.cwd()
-    places = _places(root, [("./data", here / "data"),
-                            ("development subset", here.parent / "shared" / "data" / "celeba-10k"),
-                            ("development subset", _CHECKOUT.parent / "shared" / "data" / "celeba-10k")])
+    places = _places(root, [("./data", here / "data")])
     folder = _search(places, _is_celeba)
     if folder is None:
         raise DataNotFoundError(_not_found("CelebA", places) + "\n" + CELEBA_SOURCES)
@@ -452,9 +446,7 @@ def frey_faces(split: Split = "train", root: str | os.PathLike | None = None, do
     """
     _check_split(split)
     here = Path.cwd()
-    places = _places(root, [("./data", here / "data"),
-                            ("development copy", here.parent / "shared" / "data" / "frey-faces"),
-                            ("development copy", _CHECKOUT.parent / "shared" / "data" / "frey-faces")])
+    places = _places(root, [("./data", here / "data")])
 
     def find(folder: Path) -> Path | None:
         for sub in (folder, folder / "frey-faces"):
