@@ -102,3 +102,17 @@ def test_every_citation_is_in_the_bibliography():
     text = "\n".join((ROOT / c).read_text() for c in _chapters())
     cited = set(re.findall(r"(?<![\w.])@([a-z]+\d{4}[a-z]?)\b", text))
     assert cited <= keys, sorted(cited - keys)
+
+
+def test_the_book_is_found_from_the_working_directory_upwards(tmp_path, monkeypatch):
+    """Quarto runs a chapter in its own folder: the book's root is the nearest folder above with _quarto.yml
+    (not a path baked into the package), and its settings are read from there."""
+    from vaebook.book import book_root, colab_ref
+
+    (tmp_path / "_quarto.yml").write_text("book:\n  repo-url: https://github.com/someone/fork\nvaebook:\n  colab-ref: v9\n")
+    (tmp_path / "chapters").mkdir()
+    assert book_root(tmp_path / "chapters") == tmp_path
+    assert colab_ref(tmp_path / "_quarto.yml") == "v9"
+    assert book_root(ROOT / "chapters") == ROOT
+    monkeypatch.chdir(tmp_path / "chapters")  # the default start: where the chapter runs
+    assert book_root() == tmp_path and colab_ref() == "v9"

@@ -14,8 +14,21 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]
-QUARTO_YML = ROOT / "_quarto.yml"
+
+
+def book_root(start: str | Path | None = None) -> Path:
+    """The book's folder: the nearest one holding ``_quarto.yml``, from ``start`` (default: the working
+    directory, where Quarto runs a chapter) upwards; else the checkout this module was imported from."""
+    here = Path(start or Path.cwd()).resolve()
+    for folder in (here, *here.parents, Path(__file__).resolve().parents[2]):
+        if (folder / "_quarto.yml").is_file():
+            return folder
+    raise FileNotFoundError(f"No _quarto.yml in {here} or above it: run this from the book's folder (a checkout "
+                            "of the vaebook repository).")
+
+
+def _quarto_yml(path: str | Path | None) -> Path:
+    return Path(path) if path is not None else book_root() / "_quarto.yml"
 
 
 def source(obj: Any, docstring: bool = True) -> str:
@@ -30,14 +43,14 @@ def source(obj: Any, docstring: bool = True) -> str:
     return f"```python\n# {where}\n{code.rstrip()}\n```\n"
 
 
-def repo_url(quarto_yml: str | Path = QUARTO_YML) -> str:
+def repo_url(quarto_yml: str | Path | None = None) -> str:
     """The repository address configured in ``_quarto.yml`` (``book.repo-url``)."""
     import yaml
 
-    return yaml.safe_load(Path(quarto_yml).read_text())["book"]["repo-url"].rstrip("/")
+    return yaml.safe_load(_quarto_yml(quarto_yml).read_text())["book"]["repo-url"].rstrip("/")
 
 
-def colab_ref(quarto_yml: str | Path = QUARTO_YML) -> str:
+def colab_ref(quarto_yml: str | Path | None = None) -> str:
     """The git ref (a release tag) that Colab opens the notebooks at and installs vaebook from.
 
     Set as ``vaebook.colab-ref`` in ``_quarto.yml``: ``v`` and the package version, so a
@@ -46,10 +59,10 @@ def colab_ref(quarto_yml: str | Path = QUARTO_YML) -> str:
     """
     import yaml
 
-    return str(yaml.safe_load(Path(quarto_yml).read_text())["vaebook"]["colab-ref"])
+    return str(yaml.safe_load(_quarto_yml(quarto_yml).read_text())["vaebook"]["colab-ref"])
 
 
-def colab_url(notebook: str, quarto_yml: str | Path = QUARTO_YML, ref: str | None = None) -> str:
+def colab_url(notebook: str, quarto_yml: str | Path | None = None, ref: str | None = None) -> str:
     """The Colab address that opens ``notebooks/<notebook>`` at `colab_ref` from the configured GitHub repository."""
     repo = repo_url(quarto_yml)
     if not repo.startswith("https://github.com/"):
@@ -58,7 +71,7 @@ def colab_url(notebook: str, quarto_yml: str | Path = QUARTO_YML, ref: str | Non
     return f"https://colab.research.google.com/github/{repo.removeprefix('https://github.com/')}/blob/{ref}/notebooks/{notebook}"
 
 
-def colab_badge(notebook: str, quarto_yml: str | Path = QUARTO_YML) -> str:
+def colab_badge(notebook: str, quarto_yml: str | Path | None = None) -> str:
     """A Markdown "Open in Colab" badge linking to the chapter's notebook."""
     return (f"[![Open in Colab](https://colab.research.google.com/assets/colab-badge.svg)]"
             f"({colab_url(notebook, quarto_yml)})")
@@ -89,7 +102,6 @@ def execute_chapter(qmd: str | Path, timeout: int = 600):
 
 # --------------------------------------------------------------------------- companion notebooks
 
-NOTEBOOKS = ROOT / "notebooks"
 SETUP_CODE = '''# Setup. On Colab this installs vaebook (code and pretrained weights) at the version this
 # notebook was written for. On your own machine, after `pip install -e ".[test,book]"`, it only
 # checks that vaebook imports.
@@ -124,7 +136,7 @@ device = pick_device()  # cuda if there is a GPU (Colab: Runtime > Change runtim
 print("vaebook will use:", device.type + (f" ({{torch.cuda.get_device_name()}})" if device.type == "cuda" else ""))'''
 
 
-def notebook_header(notebook: str, title: str, chapter: str, quarto_yml: str | Path = QUARTO_YML) -> list:
+def notebook_header(notebook: str, title: str, chapter: str, quarto_yml: str | Path | None = None) -> list:
     """The first three cells every companion notebook starts with.
 
     A Markdown cell with the title, the "Open in Colab" badge and a pointer to the
@@ -170,10 +182,11 @@ if __name__ == "__main__":
 
     args = sys.argv[1:]
     if args and args[0] == "--notebooks":
-        names = args[1:] or sorted(p.name for p in NOTEBOOKS.glob("*.ipynb"))
+        notebooks = book_root() / "notebooks"
+        names = args[1:] or sorted(p.name for p in notebooks.glob("*.ipynb"))
         for name in names:
             t0 = time.perf_counter()
-            execute_notebook(NOTEBOOKS / Path(name).name)
+            execute_notebook(notebooks / Path(name).name)
             print(f"{name}: executed and saved in {time.perf_counter() - t0:.1f} s")
     for name in (a for a in args if a.endswith(".qmd")):
         t0 = time.perf_counter()
