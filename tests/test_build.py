@@ -65,3 +65,8 @@ def test_plots_sit_below_training_and_the_command_line_is_the_only_top():
     for module in PACKAGE.rglob("*.py"):
         if module.name not in ("cli.py", "__main__.py"):
             assert "vaebook.cli" not in _imports(module), module
+
+
+def test_no_module_is_over_about_400_lines():
+    sizes = {m.relative_to(PACKAGE).as_posix(): len(m.read_text().splitlines()) for m in PACKAGE.rglob("*.py")}
+    assert max(sizes.values()) <= 400, {m: n for m, n in sizes.items() if n > 400}

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import vaebook.data as data
+import vaebook.face_data as face_data
 from conftest import (CELEBA_ATTRIBUTES, SHARED_DATA, celeba_attr_text, idx_bytes, make_celeba, make_fmnist,
                       write_idx, write_jpeg)
 from vaebook.data import (FASHION_MNIST_CLASSES, ImageDataset, celeba, fashion_mnist, frey_faces, read_idx,
@@ -383,7 +384,7 @@ def test_celeba_second_load_reads_cache(tmp_path, isolated_env, monkeypatch):
     def no_decoding(*args, **kwargs):
         raise RuntimeError("decoded although a cache exists")
 
-    monkeypatch.setattr(data, "_decode", no_decoding)
+    monkeypatch.setattr(face_data, "_decode", no_decoding)
     second = celeba("train", root=tmp_path / "celeba", size=16, progress=False)
     assert torch.equal(first.images, second.images)
     assert torch.equal(first.attributes, second.attributes)

@@ -64,7 +64,7 @@ def test_faces_notebook_runs_with_celeba(tmp_path):
     try:
         celeba("test", progress=False)
     except DataNotFoundError:
-        pytest.skip("CelebA not found (set VAEBOOK_DATA, see vaebook.data.CELEBA_SOURCES): "
+        pytest.skip("CelebA not found (set VAEBOOK_DATA, see vaebook.face_data.CELEBA_SOURCES): "
                     "the data cells of notebooks/07-faces.ipynb cannot run")
     nb = nbformat.read(ROOT / "notebooks" / "07-faces.ipynb", as_version=4)
     knobs = {"N_TRAIN = 2_000": "N_TRAIN = 256", "N_QUERIES = 500": "N_QUERIES = 100"}

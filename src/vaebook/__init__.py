@@ -2,7 +2,7 @@
 
 The package behind the vaebook online book. One module per concept:
 
-* `vaebook.data`: Fashion-MNIST, CelebA and Frey Face as uint8 tensors;
+* `vaebook.data`, `vaebook.face_data`: Fashion-MNIST, CelebA and Frey Face as uint8 tensors;
 * `vaebook.models`: the convolutional/MLP/linear `Autoencoder` and `VAE`;
 * `vaebook.losses`: log-likelihoods, the Gaussian KL and the ELBO;
 * `vaebook.train`: the training loop, with checkpoints and resume;

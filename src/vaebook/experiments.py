@@ -7,19 +7,27 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
-from .data import DATASETS, ImageDataset
+from .data import ImageDataset, fashion_mnist
+from .face_data import celeba, frey_faces
 from .models import ModelConfig
 from .train import TrainConfig
 
 FMNIST = (1, 28, 28)
-FACES = (3, 64, 64)  # CelebA, centre-cropped and resized (vaebook.data.celeba's default)
+FACES = (3, 64, 64)  # CelebA, centre-cropped and resized (vaebook.face_data.celeba's default)
 FULL_CELEBA = (3, 218, 178)  # CelebA's aligned images at their original size
 FREY = (1, 28, 20)
 BETAS = (0.1, 0.5, 1, 4, 16)  # the beta-VAE sweep; beta = 1 is fmnist-mlp-vae
+
+
+DATASETS: dict[str, Callable[..., ImageDataset]] = {  # the data sets experiments name, and their loaders
+    "fashion-mnist": fashion_mnist,
+    "celeba": celeba,
+    "frey": frey_faces,
+}
 
 
 @dataclass(frozen=True)
@@ -29,7 +37,7 @@ class Experiment:
     Attributes:
         name: the CLI name, e.g. ``fmnist-vae``.
         description: one line for ``list``.
-        data: a key of `vaebook.data.DATASETS`.
+        data: a key of `DATASETS`.
         model, train: the configs passed to `vaebook.train.train`.
         data_options: keyword arguments for the data loader (e.g. CelebA's ``size``).
         book: whether ``reproduce`` trains it and ships its weights.
