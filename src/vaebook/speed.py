@@ -150,9 +150,8 @@ class Runner:
                 group.update(fused=True, foreach=None, capturable=True)
             else:  # PyTorch's default for CPU tensors, the single-tensor loop (also after a GPU checkpoint)
                 group.update(fused=None, foreach=False, capturable=False)
-        if self.cuda:
-            optimizer._warned_capturable_if_run_uncaptured = True  # the eager warm-up steps are meant
         if self.cuda:  # a resumed state as the fused kernel reads it: step counts on the GPU, the params' layout
+            optimizer._warned_capturable_if_run_uncaptured = True  # the eager warm-up steps are meant
             for p, state in optimizer.state.items():
                 for key, value in state.items():
                     if key == "step":
