@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch.distributions import Bernoulli, Normal, kl_divergence
 
-from vaebook.losses import (bernoulli_log_likelihood, elbo, gaussian_kl, gaussian_log_likelihood, loss_terms,
-                            mse_kl_equivalence)
+from vaebook.losses import (bernoulli_log_likelihood, elbo_terms, gaussian_kl, gaussian_log_likelihood, loss_terms,
+                            mse_kl_equivalence, normal_log_density)
 
 torch.manual_seed(0)
 
@@ -63,12 +63,26 @@ def test_gaussian_kl_is_zero_only_at_the_prior():
     assert (gaussian_kl(torch.randn(100, 4) * 0.1, torch.randn(100, 4) * 0.1) > 0).all()
 
 
-def test_elbo_is_log_likelihood_minus_beta_kl():
+def test_normal_log_density_matches_torch_distributions_for_tensor_and_float_logvar():
+    x, mean = torch.randn(7, 3, dtype=torch.float64), torch.randn(7, 3, dtype=torch.float64)
+    logvar = torch.randn(7, 3, dtype=torch.float64)
+    torch.testing.assert_close(normal_log_density(x, mean, logvar), Normal(mean, (0.5 * logvar).exp()).log_prob(x))
+    torch.testing.assert_close(normal_log_density(x, mean, -1.5), Normal(mean, math.exp(-0.75)).log_prob(x))
+    torch.testing.assert_close(normal_log_density(x), Normal(0.0, 1.0).log_prob(x))
+    # a density: it integrates to 1 (trapezoid rule on a wide, fine grid)
+    grid = torch.linspace(-30, 30, 60_001, dtype=torch.float64)
+    assert torch.trapezoid(normal_log_density(grid, 1.3, math.log(4.0)).exp(), grid).item() == pytest.approx(1, abs=1e-9)
+
+
+def test_elbo_terms_are_minus_log_likelihood_and_kl_per_image():
     out, x = torch.randn(2, 1, 3, 3), torch.rand(2, 1, 3, 3)
     mu, logvar = torch.randn(2, 4), torch.randn(2, 4)
-    for beta in (0.0, 1.0, 4.0):
-        want = bernoulli_log_likelihood(out, x) - beta * gaussian_kl(mu, logvar)
-        torch.testing.assert_close(elbo(out, x, mu, logvar, "bernoulli", beta=beta), want)
+    terms = elbo_terms({"out": out, "mu": mu, "logvar": logvar}, x, "bernoulli")
+    torch.testing.assert_close(terms["recon"], -bernoulli_log_likelihood(out, x))
+    torch.testing.assert_close(terms["kl"], gaussian_kl(mu, logvar))
+    ae_terms = elbo_terms({"out": out}, x, "gaussian", sigma=0.5)  # an autoencoder: no KL
+    torch.testing.assert_close(ae_terms["recon"], -gaussian_log_likelihood(out, x, 0.5))
+    assert ae_terms["kl"].shape == (2,) and ae_terms["kl"].abs().max() == 0
 
 
 def test_loss_terms_are_batch_means_of_per_image_sums():

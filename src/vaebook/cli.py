@@ -15,12 +15,14 @@ from pathlib import Path
 from .errors import CheckpointError, DataNotFoundError, VaebookError
 
 
-def _common(p: argparse.ArgumentParser, out_default: str, out_help: str) -> None:
+def _common(p: argparse.ArgumentParser, out_default: str | None = None, out_help: str = "") -> None:
+    """The flags every command that loads data or weights shares; ``--out`` only where it writes there."""
     p.add_argument("--device", default="auto", help="cuda, mps, cpu or auto (default: the best available)")
     p.add_argument("--data-root", default=None, metavar="DIR",
                    help="folder holding the data set (default: $VAEBOOK_DATA, the Debian package, then download)")
     p.add_argument("--no-download", action="store_true", help="never download data; fail if it is not on disk")
-    p.add_argument("--out", default=out_default, metavar="DIR", help=out_help)
+    if out_default is not None:
+        p.add_argument("--out", default=out_default, metavar="DIR", help=out_help)
     p.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
     p.add_argument("--weights", default=None, metavar="DIR",
                    help="pretrained weights folder with manifest.json (default: the one inside the package)")
@@ -52,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="test images for the IWAE estimate (default: the experiment's, 500 or 100)")
     p.add_argument("--json", default=None, metavar="FILE",
                    help="also write the results as JSON (merged into FILE if it exists)")
-    _common(p, "", "unused")
+    _common(p)
 
     p = sub.add_parser("figures", help="make every figure and file of numbers of the book from the pretrained weights")
     p.add_argument("--results", default="results", metavar="DIR",

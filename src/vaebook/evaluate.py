@@ -16,7 +16,7 @@ from typing import Any, Iterator, Sequence
 import torch
 
 from .data import ImageDataset, to_float
-from .losses import gaussian_kl, log_likelihood
+from .losses import elbo_terms, gaussian_kl, log_likelihood, normal_log_density
 from .models import LatentModel, VAE
 
 
@@ -68,17 +68,13 @@ def dataset_loss(model: LatentModel, data: ImageDataset | torch.Tensor, beta: fl
         x = to_float(images[start:start + batch_size].to(device))
         if isinstance(model, VAE):
             mu, logvar = model.encode(x)
-            z = model.reparameterise(mu, logvar, generator=gen)
-            kl = gaussian_kl(mu, logvar)
+            output = {"out": model.decoder(model.reparameterise(mu, logvar, generator=gen)), "mu": mu, "logvar": logvar}
             x_mean = model.decode(mu)
         else:
-            z = model.encode(x)
-            kl = torch.zeros(len(x), device=device)
-            x_mean = None
-        out = model.decoder(z)
-        recon = -log_likelihood(out, x, cfg.likelihood, cfg.sigma)
-        if x_mean is None:  # an autoencoder's reconstruction is the decode of its code
-            x_mean = model.output_mean(out)
+            output = {"out": model.decoder(model.encode(x))}
+            x_mean = model.output_mean(output["out"])  # an autoencoder's reconstruction is the decode of its code
+        terms = elbo_terms(output, x, cfg.likelihood, cfg.sigma)
+        recon, kl = terms["recon"], terms["kl"]
         mse = (x_mean - x).pow(2).flatten(1).mean(1)
         totals += torch.stack([recon.sum(), kl.sum(), mse.sum(), torch.tensor(float(len(x)), device=device)]).double().cpu()
     recon, kl, mse, n = totals.tolist()
@@ -198,8 +194,6 @@ def log_likelihood_estimate(model: VAE, x: torch.Tensor, k: int, proposal: str =
     float64, so no ``p(x|z)`` underflows. In expectation both are lower bounds that
     rise to ``log p(x)`` as ``k`` grows; the prior needs astronomically many samples.
     """
-    from .losses import LOG_2PI
-
     model.eval()
     device = model.device
     x = x.to(device)
@@ -218,8 +212,8 @@ def log_likelihood_estimate(model: VAE, x: torch.Tensor, k: int, proposal: str =
         z = model.reparameterise(mu_m, logvar_m, generator=generator)
         x_m = x.repeat(m, *([1] * (x.dim() - 1)))
         log_px_z = log_likelihood(model.decoder(z), x_m, cfg.likelihood, cfg.sigma).double()
-        log_pz = (-0.5 * (z.pow(2) + LOG_2PI)).sum(1).double()
-        log_r = (-0.5 * ((z - mu_m).pow(2) / logvar_m.exp() + logvar_m + LOG_2PI)).sum(1).double()
+        log_pz = normal_log_density(z).sum(1).double()
+        log_r = normal_log_density(z, mu_m, logvar_m).sum(1).double()
         log_w.append((log_px_z + log_pz - log_r).view(m, n))
     log_w = torch.cat(log_w)
     return (torch.logsumexp(log_w, 0) - torch.log(torch.tensor(float(k), dtype=torch.float64))).cpu()

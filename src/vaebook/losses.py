@@ -37,14 +37,25 @@ def bernoulli_log_likelihood(logits: torch.Tensor, x: torch.Tensor) -> torch.Ten
     return -F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(1).sum(1)
 
 
+def normal_log_density(x: torch.Tensor, mean: torch.Tensor | float = 0.0,
+                       logvar: torch.Tensor | float = 0.0) -> torch.Tensor:
+    """``log N(x; mean, exp(logvar))`` elementwise: ``-((x - mean)^2 / exp(logvar) + logvar + log 2 pi) / 2``.
+
+    The package's one Gaussian log-density. A Gaussian with diagonal covariance is a
+    product of these, so its log-density is their sum over coordinates: that is how the
+    decoder's Gaussian likelihood, the prior and ``q(z|x)`` of the importance-sampling
+    estimate, probabilistic PCA and the KL figures all use it. The defaults give ``N(0, 1)``.
+    """
+    var = logvar.exp() if isinstance(logvar, torch.Tensor) else math.exp(logvar)
+    return -0.5 * ((x - mean).pow(2) / var + logvar + LOG_2PI)
+
+
 def gaussian_log_likelihood(mean: torch.Tensor, x: torch.Tensor, sigma: float) -> torch.Tensor:
     """``log N(x; mean, sigma^2 I)`` summed over pixels, constants included.
 
     ``= -||x - mean||^2 / (2 sigma^2) - D log sigma - (D / 2) log(2 pi)`` for D pixels.
     """
-    d = x[0].numel()
-    sse = (x - mean).pow(2).flatten(1).sum(1)
-    return -0.5 * sse / sigma**2 - d * math.log(sigma) - 0.5 * d * LOG_2PI
+    return normal_log_density(x, mean, 2 * math.log(sigma)).flatten(1).sum(1)
 
 
 def log_likelihood(out: torch.Tensor, x: torch.Tensor, likelihood: str, sigma: float = 1.0) -> torch.Tensor:
@@ -67,13 +78,17 @@ def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor, per_dimension: bool = Fa
     return kl if per_dimension else kl.sum(1)
 
 
-def elbo(out: torch.Tensor, x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, likelihood: str,
-         sigma: float = 1.0, beta: float = 1.0) -> torch.Tensor:
-    """The (beta-)ELBO per image, ``log p(x|z) - beta * KL(q(z|x) || p(z))``, with ``z`` one sample from q.
+def elbo_terms(output: dict[str, torch.Tensor], x: torch.Tensor, likelihood: str,
+               sigma: float = 1.0) -> dict[str, torch.Tensor]:
+    """The two terms of the negative ELBO, one number per image: ``-ELBO(x) = recon + kl``.
 
-    With ``beta = 1`` it is a lower bound on ``log p(x)`` (in expectation over z).
+    ``recon = -log p(x|z)`` for the ``z`` the output was decoded from (one sample from
+    ``q(z|x)`` for a VAE, the code for an autoencoder) and ``kl = KL(q(z|x) || p(z))``,
+    zero for an autoencoder's output, which has no ``mu``.
     """
-    return log_likelihood(out, x, likelihood, sigma) - beta * gaussian_kl(mu, logvar)
+    recon = -log_likelihood(output["out"], x, likelihood, sigma)
+    kl = gaussian_kl(output["mu"], output["logvar"]) if "mu" in output else torch.zeros_like(recon)
+    return {"recon": recon, "kl": kl}
 
 
 def loss_terms(output: dict[str, torch.Tensor], x: torch.Tensor, likelihood: str, sigma: float = 1.0,
@@ -91,11 +106,8 @@ def loss_terms(output: dict[str, torch.Tensor], x: torch.Tensor, likelihood: str
         ``loss = recon + beta * kl``: the negative (beta-)ELBO for a VAE, the negative
         log-likelihood of the reconstruction for an autoencoder.
     """
-    recon = -log_likelihood(output["out"], x, likelihood, sigma).mean()
-    if "mu" in output:
-        kl = gaussian_kl(output["mu"], output["logvar"]).mean()
-    else:
-        kl = torch.zeros((), device=x.device)
+    terms = elbo_terms(output, x, likelihood, sigma)
+    recon, kl = terms["recon"].mean(), terms["kl"].mean()
     charged = kl
     if free_bits > 0 and "mu" in output:
         charged = gaussian_kl(output["mu"], output["logvar"], per_dimension=True).mean(0).clamp_min(free_bits).sum()
@@ -171,14 +183,9 @@ KL_MIXTURE: tuple[tuple[float, float, float], ...] = ((0.5, -2.0, 0.6), (0.5, 2.
 _KL_GRID = torch.linspace(-12.0, 12.0, 4801, dtype=torch.float64)
 
 
-def normal_log_density(x: torch.Tensor, mu: torch.Tensor | float, sigma: torch.Tensor | float) -> torch.Tensor:
-    sigma = torch.as_tensor(sigma, dtype=x.dtype)
-    return -0.5 * ((x - mu) / sigma) ** 2 - torch.log(sigma) - 0.5 * LOG_2PI
-
-
 def mixture_log_density(x: torch.Tensor,
                          components: Sequence[tuple[float, float, float]] = KL_MIXTURE) -> torch.Tensor:
-    terms = torch.stack([np.log(w) + normal_log_density(x, m, s) for w, m, s in components])
+    terms = torch.stack([np.log(w) + normal_log_density(x, m, 2 * np.log(s)) for w, m, s in components])
     return torch.logsumexp(terms, 0)
 
 
@@ -195,7 +202,7 @@ def gaussian_mixture_kl(mu: torch.Tensor | float, sigma: torch.Tensor | float, d
     x = _KL_GRID if grid is None else grid
     mu = torch.as_tensor(mu, dtype=x.dtype)[..., None]
     sigma = torch.as_tensor(sigma, dtype=x.dtype)[..., None]
-    log_p, log_q = mixture_log_density(x), normal_log_density(x, mu, sigma)
+    log_p, log_q = mixture_log_density(x), normal_log_density(x, mu, 2 * sigma.log())
     if direction == "forward":
         integrand = log_p.exp() * (log_p - log_q)
     elif direction == "reverse":

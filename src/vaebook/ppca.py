@@ -27,7 +27,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .losses import LOG_2PI
+from .evaluate import pca
+from .losses import LOG_2PI, normal_log_density
 from .models import VAE, ModelConfig, build_model
 
 
@@ -96,12 +97,10 @@ class PPCA:
         d = x.shape[1]
         if not 0 < k < d:
             raise ValueError(f"k must be between 1 and D - 1 = {d - 1}, got {k}")
-        mean = x.mean(0)
-        cov = (x - mean).T @ (x - mean) / len(x)
-        evals, evecs = torch.linalg.eigh(cov)  # ascending
-        evals, evecs = evals.flip(0).clamp_min(0), evecs.flip(1)
+        mean, components, variances = pca(x, d)  # all D, by decreasing variance
+        evals = (variances * (len(x) - 1) / len(x)).clamp_min(0)  # the maximum-likelihood covariance divides by N
         sigma2 = float(evals[k:].mean())
-        w = evecs[:, :k] * (evals[:k] - sigma2).clamp_min(0).sqrt()
+        w = components[:k].T * (evals[:k] - sigma2).clamp_min(0).sqrt()
         return cls(w, mean, math.sqrt(sigma2))
 
     def marginal_covariance(self) -> torch.Tensor:
@@ -135,10 +134,9 @@ class PPCA:
 
     def log_joint(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """``log p(x|z) + log p(z)`` per row."""
-        d, k = self.dims
-        r = x.double().flatten(1) - z.double() @ self.weight.T - self.bias
-        log_px_z = -0.5 * (r.pow(2).sum(1) / self.sigma ** 2 + d * (LOG_2PI + 2 * math.log(self.sigma)))
-        return log_px_z - 0.5 * (z.double().pow(2).sum(1) + k * LOG_2PI)
+        z = z.double()
+        log_px_z = normal_log_density(x.double().flatten(1), z @ self.weight.T + self.bias, 2 * math.log(self.sigma))
+        return log_px_z.sum(1) + normal_log_density(z).sum(1)
 
     def elbo(self, x: torch.Tensor, mean: torch.Tensor, cov: torch.Tensor) -> torch.Tensor:
         """The exact ELBO of ``q(z|x) = N(mean, cov)`` per row (``cov``: ``(k, k)`` or ``(N, k, k)``).
@@ -146,13 +144,13 @@ class PPCA:
         ``E_q[log p(x|z)] = log N(x; W m + b, sigma^2 I) - tr(W^T W S) / (2 sigma^2)``, minus
         ``KL(q || N(0, I))``.
         """
-        d, k = self.dims
+        _, k = self.dims
         mean, cov = mean.double(), cov.double()
         s2 = self.sigma ** 2
-        r = x.double().flatten(1) - mean @ self.weight.T - self.bias
+        log_px_m = normal_log_density(x.double().flatten(1), mean @ self.weight.T + self.bias, math.log(s2)).sum(1)
         wtw = self.weight.T @ self.weight
         trace = (wtw * cov).sum((-2, -1))  # tr(W^T W S) for symmetric S
-        expected_ll = -0.5 * (r.pow(2).sum(1) / s2 + d * (LOG_2PI + math.log(s2))) - trace / (2 * s2)
+        expected_ll = log_px_m - trace / (2 * s2)
         cov_b = cov.expand(len(mean), k, k)
         eye = torch.eye(k, dtype=torch.float64).expand_as(cov_b)
         kl = gaussian_kl_full(mean, cov_b, torch.zeros_like(mean), eye)

@@ -10,7 +10,7 @@ import torch
 from matplotlib.figure import Figure
 
 from ..data import ImageDataset
-from ..evaluate import embed_dataset, kl_per_dimension, prior_samples
+from ..evaluate import embed_dataset, kl_per_dimension, pca, prior_samples
 from ..models import LatentModel, VAE, fit_latent_samplers
 from .base import as_float, decodes, grid_array, rows_figure, save
 
@@ -19,9 +19,8 @@ def _project_2d(latents: torch.Tensor) -> tuple[torch.Tensor, tuple[str, str]]:
     """The latents themselves if 2-D, else their first two principal components."""
     if latents.shape[1] == 2:
         return latents, ("$z_1$", "$z_2$")
-    centred = latents - latents.mean(0)
-    _, _, v = torch.linalg.svd(centred, full_matrices=False)
-    return centred @ v[:2].T, ("principal component 1", "principal component 2")
+    mean, components, _ = pca(latents, 2)
+    return ((latents - mean) @ components.T).float(), ("principal component 1", "principal component 2")
 
 def latent_scatter_figure(models: dict[str, LatentModel], data: ImageDataset, n: int = 5000,
                           path: str | os.PathLike | None = None) -> Figure:

@@ -75,7 +75,7 @@ def kl_asymmetry_figure(path: str | os.PathLike | None = None) -> Figure:
         reverse = float(gaussian_mixture_kl(mu, sigma, "reverse"))
         label = (f"{name}\n$\\mu$ = {round(mu, 2) + 0.0:.2f}, $\\sigma$ = {sigma:.2f};  "
                  f"KL$(p\\|q)$ = {forward:.2f}, KL$(q\\|p)$ = {reverse:.2f}")
-        ax.plot(x.numpy(), normal_log_density(x, mu, sigma).exp().numpy(), color=colour, ls=ls, lw=2, label=label)
+        ax.plot(x.numpy(), normal_log_density(x, mu, 2 * np.log(sigma)).exp().numpy(), color=colour, ls=ls, lw=2, label=label)
     ax.set(xlim=(-6, 6), ylim=(0, 0.98), xlabel="$z$", ylabel="density")
     ax.legend(fontsize=8.5, frameon=False, loc="upper left")
     ax.grid(alpha=0.3)
@@ -119,8 +119,8 @@ def inverse_transform_figure(path: str | os.PathLike | None = None, seed: int = 
 
     ax = axes[2]
     x = torch.linspace(-4.5, 4.5, 600, dtype=torch.float64)
-    density = sum(w * torch.exp(normal_log_density(x, m, s)) for w, m, s in SHAPE_MIXTURE)
-    ax.plot(x.numpy(), torch.exp(normal_log_density(x, 0.0, 1.0)).numpy(), color="0.45", ls="--", lw=1.2,
+    density = mixture_log_density(x, SHAPE_MIXTURE).exp()
+    ax.plot(x.numpy(), normal_log_density(x).exp().numpy(), color="0.45", ls="--", lw=1.2,
             label=r"$z \sim \mathcal{N}(0, 1)$")
     ax.hist(shaped.numpy(), bins=np.linspace(-4.5, 4.5, 61), density=True, color="C2", alpha=0.45,
             label="$g(z)$")
