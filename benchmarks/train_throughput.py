@@ -22,7 +22,7 @@ takes for compile to pay.
     CUDA graphs, autocast in the GPU's precision, channels-last, fused Adam; see `vaebook.speed`).
 
 Configurations: the reference MLP VAE on Fashion-MNIST (real data); the 64x64 conv VAE
-of the faces chapter; the drafts' 218x178 autoencoder (channels 16-32-64-128-256). The
+of the faces chapter; the full-size 218x178 autoencoder (channels 16-32-64-128-256). The
 face-sized ones use synthetic JPEGs of the right shape, written once to a temporary
 folder: throughput does not depend on what the faces look like.
 """
@@ -64,7 +64,7 @@ class Config:
 CONFIGS = {
     "mlp-fmnist": Config("mlp-fmnist", "fmnist-mlp-vae", 60_000, 60_000, 128),
     "conv64": Config("conv64", "celeba-vae", 2_048, 16_384, 64),
-    "drafts218": Config("drafts218", "celeba-drafts-ae", 256, 8_192, 64),
+    "fullsize218": Config("fullsize218", "celeba-fullsize-ae", 256, 8_192, 64),
 }
 
 

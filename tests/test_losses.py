@@ -107,16 +107,16 @@ def test_mean_mse_plus_weighted_kl_is_a_scaled_gaussian_beta_elbo():
     for reduction in ("sum", "mean"):
         eq = mse_kl_equivalence(w, d, kl_reduction=reduction, latent_dim=latent)
         kl_term = kl.mean() if reduction == "sum" else (kl / latent).mean()
-        draft_loss = torch.nn.functional.mse_loss(x_hat, x, reduction="mean") + w * kl_term
+        blog_loss = torch.nn.functional.mse_loss(x_hat, x, reduction="mean") + w * kl_term
         for sigma in (0.1, 0.5, eq.sigma(beta=1.0)):
             beta = eq.beta(sigma)
             neg_elbo = -(gaussian_log_likelihood(x_hat, x, sigma) - beta * kl).mean()
             const = d * math.log(sigma) + 0.5 * d * math.log(2 * math.pi)
-            torch.testing.assert_close(draft_loss * d / (2 * sigma**2), neg_elbo - const)
+            torch.testing.assert_close(blog_loss * d / (2 * sigma**2), neg_elbo - const)
         assert eq.beta(eq.sigma(beta=1.0)) == pytest.approx(1.0)
 
 
-def test_drafts_weight_on_celeba_is_not_a_tiny_beta():
+def test_a_1e_5_weight_on_celeba_is_not_a_tiny_beta():
     eq = mse_kl_equivalence(1e-5, 3 * 218 * 178)
     assert eq.beta() == pytest.approx(1e-5 * 116_412)  # sum-of-squares convention, sigma = 1/sqrt(2)
     assert eq.sigma(beta=1.0) == pytest.approx(math.sqrt(1e-5 * 116_412 / 2))

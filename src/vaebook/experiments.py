@@ -111,7 +111,7 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
     Experiment("celeba-vae-sigma0.1", "The same VAE with sigma = 0.1: sharp reconstructions, samples that are not faces",
                "celeba", ModelConfig(kind="vae", latent_dim=128, sigma=0.1, **_FACES),
                TrainConfig(epochs=20, batch_size=64), eval_k=100, eval_images=100),
-    Experiment("celeba-drafts-ae", "The drafts' autoencoder: full-size 218x178 RGB, channels 16-32-64-128-256, MSE, "
+    Experiment("celeba-fullsize-ae", "A convolutional autoencoder as it is often written: full-size 218x178 RGB, channels 16-32-64-128-256, MSE, "
                "Adam, 10 epochs (needs the full CelebA and a GPU)", "celeba",
                ModelConfig(kind="ae", arch="conv", in_shape=FULL_CELEBA, latent_dim=128,
                            channels=(16, 32, 64, 128, 256), likelihood="gaussian", sigma=0.5 ** 0.5),

@@ -149,13 +149,13 @@ def mse_kl_equivalence(weight: float, n_pixels: int, kl_reduction: Literal["sum"
     """Translate ``mse_loss(x_hat, x, reduction='mean') + weight * KL`` into ``(sigma, beta)``.
 
     Args:
-        weight: the KL weight ``w`` (the drafts use 1e-5).
+        weight: the KL weight ``w`` (1e-5 is a common choice for face images).
         n_pixels: values per image, ``C * H * W`` (3 * 218 * 178 = 116,412 for CelebA).
         kl_reduction: ``"sum"`` if the KL is summed over latent dimensions (and averaged
             over the batch, as the MSE is), ``"mean"`` if averaged over them too, which
             divides the effective weight by ``latent_dim``.
 
-    Example: the drafts' ``w = 1e-5`` on 218x178 RGB gives ``beta = 1.16`` at the
+    Example: ``w = 1e-5`` on 218x178 RGB gives ``beta = 1.16`` at the
     sum-of-squares sigma of 0.707, or ``beta = 1`` at ``sigma = 0.763``.
     """
     if kl_reduction == "mean":

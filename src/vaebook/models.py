@@ -43,8 +43,8 @@ class ModelConfig:
         arch: ``"conv"``, ``"mlp"`` or ``"linear"`` (see the module docstring).
         in_shape: ``(C, H, W)`` of the images.
         latent_dim: size of ``z``.
-        channels: conv only: output channels of each stride-2 stage, e.g. the drafts'
-            ``(16, 32, 64, 128, 256)``.
+        channels: conv only: output channels of each stride-2 stage, e.g.
+            ``(16, 32, 64, 128, 256)`` for full-size 218x178 faces.
         hidden: mlp only: width of the hidden layer.
         likelihood: the decoder's distribution ``p(x|z)``: ``"bernoulli"`` (binary
             cross-entropy) or ``"gaussian"`` with fixed standard deviation ``sigma``.
