@@ -38,9 +38,9 @@ def test_every_image_a_chapter_includes_exists():
 
 def test_every_cross_reference_has_a_target():
     text = "\n".join((ROOT / c).read_text() for c in _chapters())
-    labels = set(re.findall(r"#((?:fig|eq|sec|tbl|thm|lem)-[\w-]+)", text))
+    labels = set(re.findall(r"#((?:fig|eq|sec|tbl|thm|lem|exr)-[\w-]+)", text))
     labels |= set(re.findall(r"#\|\s*label:\s*((?:fig|tbl)-[\w-]+)", text))  # labels of figure/table cells
-    for ref in set(re.findall(r"@((?:fig|eq|sec|tbl|thm|lem)-[\w-]*\w)", text)):
+    for ref in set(re.findall(r"@((?:fig|eq|sec|tbl|thm|lem|exr)-[\w-]*\w)", text)):
         assert ref in labels, f"@{ref} has no target"
 
 
@@ -58,6 +58,60 @@ def test_chapter_cells_execute_in_a_kernel(chapter):
     nb = execute_chapter(ROOT / chapter, timeout=300)
     errors = [o for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
     assert not errors
+    # Printed output is shown in a fixed-width block that cuts off what is wider than the text column.
+    for cell in nb.cells:
+        if "output: asis" in cell.source:  # rendered as Markdown, which wraps
+            continue
+        for out in cell.get("outputs", []):
+            text = out.get("text") or out.get("data", {}).get("text/plain", "")
+            for line in text.splitlines():
+                assert len(line) <= OUTPUT_COLUMNS, f"{chapter}: an output line of {len(line)} characters: {line!r}"
+
+
+OUTPUT_COLUMNS = 80  # characters of monospaced output that fit the text column of the rendered page
+
+
+def _numbered() -> list[str]:
+    return [c for c in _chapters() if c.startswith("chapters/") and Path(c).name[:2].isdigit()]
+
+
+@pytest.mark.parametrize("chapter", _numbered())
+def test_every_numbered_chapter_ends_with_a_summary_and_exercises_with_solutions(chapter):
+    text = (ROOT / chapter).read_text()
+    headings = [h for h in re.findall(r"^## (.+?)\s*(?:\{.*\})?$", text, flags=re.M) if h != "Solution"]
+    assert headings[-2:] == ["Summary", "Exercises"], f"{chapter} ends with {headings[-2:]}"
+    exercises = text[text.rindex("\n## Exercises"):]
+    blocks = re.findall(r"^::: \{#exr-[\w-]+\}\n(.+?)^:::\n\s*^::: \{\.callout-tip collapse=\"true\"\}\n## Solution\n(.+?)^:::$",
+                        exercises, flags=re.M | re.S)
+    assert len(blocks) >= 3, f"{chapter}: {len(blocks)} exercises with a collapsed worked solution, want 3 or more"
+    assert len(blocks) == exercises.count("{#exr-"), f"{chapter}: an exercise without a solution right after it"
+    assert all(statement.strip() and solution.strip() for statement, solution in blocks)
+
+
+def test_labels_are_unique_across_the_book():
+    text = "\n".join((ROOT / c).read_text() for c in _chapters())
+    labels = re.findall(r"\{#((?:fig|eq|sec|tbl|thm|lem|exr)-[\w-]+)", text)
+    labels += re.findall(r"#\|\s*label:\s*((?:fig|tbl)-[\w-]+)", text)
+    assert not {label for label in labels if labels.count(label) > 1}
+
+
+def test_no_page_speaks_of_drafts():
+    """The reader never saw the material the book grew from: no page, notebook or printed docstring names it."""
+    pages = [ROOT / c for c in _chapters()] + sorted((ROOT / "notebooks").glob("*.ipynb"))
+    pages += sorted((ROOT / "src" / "vaebook").rglob("*.py"))  # the book prints the package's source
+    for page in pages:
+        for n, line in enumerate(page.read_text().splitlines(), 1):
+            assert not re.search(r"\bdrafts?\b|\bseeds? material", line, flags=re.I), f"{page.name}:{n}: {line.strip()}"
+
+
+def test_the_colab_badge_is_inline_not_a_figure():
+    """An image alone in its paragraph becomes a captioned figure in Quarto; the badge shares its paragraph."""
+    from vaebook.book import colab_badge
+
+    badge = colab_badge("01-x.ipynb", ROOT / "_quarto.yml")
+    assert "\n" not in badge.strip()
+    link_end = badge.index(")", badge.index("](https://colab.research.google.com/github/")) + 1
+    assert badge.startswith("[![Open in Colab](") and badge[link_end:].strip(), "no text beside the badge"
 
 
 def test_numbered_chapters_link_their_colab_notebook():

@@ -34,3 +34,34 @@ def test_notebook_outputs_are_small():
     for path in sorted((REPO_ROOT / "notebooks").glob("*.ipynb")):
         size = path.stat().st_size / 1e6
         assert size < 1.5, f"{path.name} is {size:.1f} MB: shrink its figures (JPEG for photographs)"
+
+
+def test_license_and_citation_match_the_package():
+    import tomllib
+
+    import yaml
+
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    assert project["license"]["text"] == "MIT"
+    assert (REPO_ROOT / "LICENSE").read_text().startswith("MIT License")
+    citation = yaml.safe_load((REPO_ROOT / "CITATION.cff").read_text())
+    assert citation["cff-version"] == "1.2.0" and citation["license"] == "MIT"
+    assert str(citation["version"]) == project["version"]
+    quarto = yaml.safe_load((REPO_ROOT / "_quarto.yml").read_text())
+    assert citation["repository-code"] == quarto["book"]["repo-url"] and citation["title"] == quarto["book"]["title"]
+
+
+def test_the_workflows_run_the_readme_test_command_and_publish_the_book():
+    import yaml
+
+    readme = (REPO_ROOT / "README.md").read_text()
+    test_command = readme.split("```bash\n", 1)[1].splitlines()[1].split("#")[0].strip()
+    tests = yaml.safe_load((REPO_ROOT / ".github/workflows/tests.yml").read_text())
+    steps = [s.get("run", "") for job in tests["jobs"].values() for s in job["steps"]]
+    assert test_command in steps
+    publish = yaml.safe_load((REPO_ROOT / ".github/workflows/publish.yml").read_text())
+    uses = [s.get("uses", "") for job in publish["jobs"].values() for s in job["steps"]]
+    assert any(u.startswith("quarto-dev/quarto-actions/publish@") for u in uses)
+    assert [s["with"]["target"] for job in publish["jobs"].values() for s in job["steps"]
+            if s.get("uses", "").startswith("quarto-dev/quarto-actions/publish@")] == ["gh-pages"]
+    assert yaml.safe_load((REPO_ROOT / "_quarto.yml").read_text())["execute"]["freeze"] == "auto"
