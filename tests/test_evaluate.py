@@ -153,3 +153,62 @@ def test_evaluation_measures_in_full_float32_with_cpu_noise_and_restores_the_fla
     assert len(seen) == 3 and set(seen) == {(False, False)}
     assert generators == ["cpu", "cpu"]
     assert restored == (True, True)
+
+
+def test_latent_information_is_zero_when_every_image_has_the_same_posterior():
+    """Identical posteriors: the code says nothing about which image it came from, and the whole
+    mean KL is the aggregate posterior's (here that one Gaussian's) distance from the prior."""
+    import math
+
+    from vaebook.evaluate import normalized_mutual_information  # noqa: F401  (still importable from here)
+    from vaebook.information import latent_information
+    from vaebook.losses import gaussian_kl
+
+    mu = torch.tensor([[0.7, -1.2, 0.3]]).expand(200, 3)
+    logvar = torch.tensor([[-1.0, 0.5, 0.0]]).expand(200, 3)
+    r = latent_information(mu, logvar, samples=4)
+    assert abs(r["mutual_information"]) < 1e-9
+    assert r["kl"] == pytest.approx(float(gaussian_kl(mu[:1], logvar[:1])), rel=1e-6)
+    assert r["marginal_kl"] == pytest.approx(r["kl"], abs=1e-9)
+    assert r["log_n"] == pytest.approx(math.log(200))
+
+
+def test_latent_information_of_separated_narrow_posteriors_is_log_n_and_never_more():
+    """N narrow posteriors far apart: the code identifies the image, so I = H(x) = log N. Overlapping
+    posteriors give less, and no estimate exceeds log N: log q(z) >= log q(z|x_n) - log N."""
+    import math
+
+    from vaebook.information import latent_information
+
+    grid = torch.stack(torch.meshgrid(torch.arange(8.0), torch.arange(8.0), indexing="ij"), -1).reshape(64, 2)
+    r = latent_information(grid * 5.0, torch.full((64, 2), 2 * math.log(0.01)))
+    assert r["mutual_information"] == pytest.approx(r["log_n"], abs=1e-6)
+    gen = torch.Generator().manual_seed(0)
+    for scale, log_sd in ((0.3, 0.0), (1.0, -2.0), (3.0, -6.0)):
+        mu = scale * torch.randn(100, 3, generator=gen)
+        logvar = torch.full((100, 3), 2 * log_sd) + 0.1 * torch.randn(100, 3, generator=gen)
+        r = latent_information(mu, logvar, samples=3, seed=1)
+        assert -0.05 < r["mutual_information"] <= r["log_n"] + 1e-12
+
+
+def test_latent_information_splits_the_mean_kl_into_information_and_prior_mismatch():
+    """E_x[KL(q(z|x) || p(z))] = I_q(x; z) + KL(q(z) || p(z)): check the second term against its own
+    Monte Carlo estimate, E_{z ~ q(z)}[log q(z) - log p(z)], and that it is not negative."""
+    import math
+
+    from vaebook.information import latent_information
+    from vaebook.losses import normal_log_density
+
+    gen = torch.Generator().manual_seed(0)
+    mu = 1.5 + torch.randn(40, 2, generator=gen)  # off-centre and too wide: a clear mismatch with N(0, I)
+    logvar = torch.full((40, 2), -1.0)
+    r = latent_information(mu, logvar, samples=100)
+    assert r["kl"] == pytest.approx(r["mutual_information"] + r["marginal_kl"], rel=1e-12)
+    assert r["marginal_kl"] > 0.5
+    idx = torch.randint(0, 40, (20_000,), generator=gen)
+    z = mu[idx] + (0.5 * logvar[idx]).exp() * torch.randn(20_000, 2, generator=gen)
+    log_q = torch.logsumexp(normal_log_density(z[:, None], mu[None], logvar[None]).sum(2), 1) - math.log(40)
+    direct = float((log_q - normal_log_density(z).sum(1)).mean())
+    assert r["marginal_kl"] == pytest.approx(direct, abs=0.05)
+    blocks = [latent_information(mu, logvar, samples=5, chunk_elements=c) for c in (7, 130, 2**22)]
+    assert len({round(b["mutual_information"], 12) for b in blocks}) == 1  # 1, 3 or all 200 draws per block

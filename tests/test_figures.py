@@ -112,3 +112,68 @@ def test_face_figures_and_numbers(tmp_path):
     assert max(numbers["nn_rmse_test_faces"].values()) < 1e-6  # these "test" faces are training faces
     assert numbers["nn_rmse_vae_samples"]["median"] > 0
     assert numbers["attribute_counts"] == {a: int(attrs[:, i].sum()) for i, a in enumerate(names)}
+
+
+def test_transposed_convolution_figure_draws_the_numbers_of_conv_transpose2d():
+    """Every number in the diagram is read back from the figure and checked against PyTorch and the stamp rule."""
+    import torch.nn.functional as F
+    from matplotlib.text import Text
+
+    from vaebook.plots.diagrams import TRANSPOSED_CONV_INPUT, TRANSPOSED_CONV_KERNEL
+
+    fig = plots.transposed_convolution_figure()
+    drawn: dict[str, dict[tuple[int, int], float]] = {}
+    for t in fig.findobj(Text):
+        if t.get_gid() and ":" in t.get_gid():
+            name, cell = t.get_gid().split(":")
+            drawn.setdefault(name, {})[tuple(int(c) for c in cell.split(","))] = float(t.get_text())
+        if t.get_text():
+            assert t.get_fontsize() >= 8, t.get_text()
+    assert fig.get_figwidth() <= 8
+
+    def table(name, shape):
+        return torch.tensor([[drawn[name][i, j] for j in range(shape[1])] for i in range(shape[0])])
+
+    x, w = torch.tensor(TRANSPOSED_CONV_INPUT), torch.tensor(TRANSPOSED_CONV_KERNEL)
+    out = F.conv_transpose2d(x[None, None], w[None, None], stride=2)[0, 0]
+    assert out.shape == (5, 5) and len(drawn["output"]) == 25
+    torch.testing.assert_close(table("input", (2, 2)), x, atol=0, rtol=0)
+    torch.testing.assert_close(table("kernel", (3, 3)), w, atol=0, rtol=0)
+    torch.testing.assert_close(table("output", (5, 5)), out, atol=0, rtol=0)
+    for i in range(2):  # stamp (i, j): x[i, j] times the kernel, at rows 2i.. and columns 2j.. (blank elsewhere)
+        for j in range(2):
+            cells = drawn[f"stamp{i}{j}"]
+            assert set(cells) == {(2 * i + a, 2 * j + b) for a in range(3) for b in range(3)}
+            for (r, c), v in cells.items():
+                assert v == x[i, j] * w[r - 2 * i, c - 2 * j]
+    stamps, total = plots.transposed_convolution_stamps(x, w)
+    torch.testing.assert_close(stamps.sum((0, 1)), total)
+    torch.testing.assert_close(total, out)
+    # padding=1, output_padding=1 (as in ConvDecoder) keeps the 4 x 4 the figure frames: rows and columns 1 to 4
+    kept = F.conv_transpose2d(x[None, None], w[None, None], stride=2, padding=1, output_padding=1)[0, 0]
+    torch.testing.assert_close(kept, out[1:, 1:])
+
+
+def test_figures_without_models_have_text_legible_in_the_text_column():
+    """Text of the figures drawn from closed forms (no model, no data) is >= 10.5 px when shown 760 px wide."""
+    import matplotlib.pyplot as plt
+
+    from vaebook.build import ARTEFACTS
+    from vaebook.plots.base import smallest_text_px
+
+    fig, ax = plt.subplots(figsize=(8, 2))  # the helper: size in points scales to pixels; hidden text is not counted
+    ax.set(xticks=[], yticks=[])  # the frame alone sets the saved width
+    small, big = ax.text(0.1, 0.1, "small", fontsize=8), ax.text(0.1, 0.6, "big", fontsize=16)
+    ax.text(0.5, 0.5, "hidden", fontsize=2, visible=False)
+    px = smallest_text_px(fig)
+    small.set_visible(False)
+    assert smallest_text_px(fig) == pytest.approx(2 * px)
+    big.set_fontsize(32)
+    assert smallest_text_px(fig, shown_width_px=380) == pytest.approx(2 * px)  # 4 times the size, half the width
+    plt.close(fig)
+    rows = [r for r in ARTEFACTS if not r.models and r.data is None and r.file.endswith(".png")]
+    assert len(rows) >= 6
+    for row in rows:
+        fig = row.make(None, None)
+        assert smallest_text_px(fig) >= 10.5, row.file
+        plt.close(fig)

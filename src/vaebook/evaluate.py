@@ -16,6 +16,7 @@ from typing import Any, Iterator, Sequence
 import torch
 
 from .data import ImageDataset, to_float
+from .information import latent_information, normalized_mutual_information  # noqa: F401  (re-exported)
 from .losses import elbo_terms, gaussian_kl, log_likelihood, normal_log_density
 from .models import LatentModel, VAE
 
@@ -142,18 +143,6 @@ def cluster_purity(clusters: torch.Tensor, labels: torch.Tensor) -> float:
     table = torch.zeros(int(clusters.max()) + 1, int(labels.max()) + 1)
     table.index_put_((clusters, labels), torch.ones(len(labels)), accumulate=True)
     return float(table.max(1).values.sum() / len(labels))
-
-
-def normalized_mutual_information(clusters: torch.Tensor, labels: torch.Tensor) -> float:
-    """``I(C; Y) / sqrt(H(C) H(Y))`` between cluster assignments and true labels (1 = identical partitions)."""
-    table = torch.zeros(int(clusters.max()) + 1, int(labels.max()) + 1, dtype=torch.float64)
-    table.index_put_((clusters, labels), torch.ones(len(labels), dtype=torch.float64), accumulate=True)
-    p = table / table.sum()
-    pc, py = p.sum(1, keepdim=True), p.sum(0, keepdim=True)
-    nz = p > 0
-    mi = (p[nz] * (p[nz] / (pc @ py)[nz]).log()).sum()
-    h = lambda q: -(q[q > 0] * q[q > 0].log()).sum()  # noqa: E731
-    return float(mi / (h(pc) * h(py)).sqrt())
 
 
 def pca(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

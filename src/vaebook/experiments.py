@@ -79,7 +79,7 @@ class Experiment:
 
 _CONV = dict(arch="conv", in_shape=FMNIST, channels=(32, 64), likelihood="bernoulli")
 _FACES = dict(arch="conv", in_shape=FACES, channels=(32, 64, 128, 256), likelihood="gaussian")
-_MLP = dict(kind="vae", arch="mlp", in_shape=FMNIST, hidden=400)  # the classic MLP VAE (Kingma & Welling)
+_MLP = dict(kind="vae", arch="mlp", in_shape=FMNIST, hidden=400)  # pytorch/examples' MLP VAE (Kingma & Welling's model; the paper used 500 tanh units)
 _CLASSIC = dict(epochs=10, batch_size=128, lr=1e-3)  # and its training (pytorch/examples)
 
 EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
@@ -91,7 +91,7 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
                ModelConfig(kind="vae", latent_dim=16, **_CONV), TrainConfig(epochs=10)),
     Experiment("fmnist-vae-2d", "Conv VAE, 2-d latent for plotting the latent space and manifold", "fashion-mnist",
                ModelConfig(kind="vae", latent_dim=2, **_CONV), TrainConfig(epochs=5)),
-    Experiment("fmnist-mlp-vae", "Reference MLP VAE 784-400-20 (Kingma & Welling; pytorch/examples)",
+    Experiment("fmnist-mlp-vae", "Reference MLP VAE 784-400-20 (pytorch/examples vae/main.py, after Kingma & Welling)",
                "fashion-mnist", ModelConfig(latent_dim=20, **_MLP), TrainConfig(**_CLASSIC)),
     Experiment("fmnist-linear-ae", "Linear autoencoder 784-16-784, Gaussian (squared error) loss: PCA's subspace",
                "fashion-mnist", ModelConfig(kind="ae", arch="linear", in_shape=FMNIST, latent_dim=16,

@@ -18,8 +18,8 @@ Architectures (`ModelConfig.arch`):
   the height and width (rounding up), mirrored by transposed convolutions whose
   output padding restores the exact input size. Any input size works: 28x28,
   28x20, 64x64, 218x178, ...
-* ``"mlp"``: one hidden layer, the reference VAE of Kingma & Welling and of
-  pytorch/examples (784-400-20).
+* ``"mlp"``: one hidden layer: Kingma & Welling's model as pytorch/examples'
+  ``vae/main.py`` builds it (784-400-20, ReLU; the paper used 500 tanh units).
 * ``"linear"``: no hidden layer and no non-linearity, the autoencoder that PCA solves.
 """
 

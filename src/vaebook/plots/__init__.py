@@ -5,7 +5,7 @@
 * `vaebook.plots.latents`: codes by class, random codes decoded, 2-D manifolds, interpolations, KL per dimension;
 * `vaebook.plots.theory`: squared error against cross-entropy, the two KL directions, reshaping noise,
   gradient estimators, Monte Carlo estimates of log p(x);
-* `vaebook.plots.diagrams`: the autoencoder and VAE diagrams;
+* `vaebook.plots.diagrams`: the autoencoder and VAE diagrams, and a transposed convolution's stamps;
 * `vaebook.plots.faces`: attribute vectors and nearest training faces.
 
 Plots sit below training in the package: they import models, data, losses and
@@ -14,7 +14,8 @@ draws which file of the book is the table in `vaebook.build`.
 """
 
 from .base import grid_array, image_grid_figure, rows_figure, save
-from .diagrams import autoencoder_diagram_figure, vae_diagram_figure
+from .diagrams import (autoencoder_diagram_figure, transposed_convolution_figure, transposed_convolution_stamps,
+                       vae_diagram_figure)
 from .faces import attribute_figure, nearest_neighbour_figure
 from .images import (anomaly_figure, beta_sweep_figure, denoising_figure, likelihood_width_figure,
                      pca_reconstruction_figure, reconstruction_figure, samples_figure, training_curves_figure)
@@ -28,4 +29,5 @@ __all__ = ["anomaly_figure", "attribute_figure", "autoencoder_diagram_figure", "
            "inverse_transform_figure", "kl_asymmetry_figure", "kl_per_dimension_figure", "latent_scatter_figure",
            "likelihood_width_figure", "manifold_figure", "naive_monte_carlo_figure", "nearest_neighbour_figure",
            "pca_reconstruction_figure", "penalty_figure", "random_latent_figure", "reconstruction_figure",
-           "rows_figure", "samples_figure", "save", "training_curves_figure", "vae_diagram_figure"]
+           "rows_figure", "samples_figure", "save", "training_curves_figure", "transposed_convolution_figure",
+           "transposed_convolution_stamps", "vae_diagram_figure"]

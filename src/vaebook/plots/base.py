@@ -73,6 +73,39 @@ def image_grid_figure(images: torch.Tensor, nrow: int = 8, title: str | None = N
     return save(fig, path)
 
 
+def smallest_text_px(fig: Figure, shown_width_px: float = 760) -> float:
+    """The height in screen pixels of the smallest text in ``fig`` when its PNG is shown ``shown_width_px`` wide.
+
+    The figure is drawn once and the font size of every text drawn (titles, labels,
+    tick labels, legend entries, annotations; not hidden or empty ones) is recorded.
+    The PNG that `save` writes is the figure's tight bounding box plus
+    ``savefig.pad_inches``, at ``savefig.dpi``; a page shows it at ``shown_width_px``
+    or at its own width if that is smaller (never enlarged). ``s`` points then appear
+    ``s / 72 * shown / width_in`` pixels high. Returns ``inf`` for a figure without text.
+    """
+    renderer = fig.canvas.get_renderer()
+    sizes: list[float] = []
+    draw_text, draw_tex = renderer.draw_text, renderer.draw_tex
+
+    def record(draw):
+        def recording(gc, x, y, s, prop, angle, *args, **kwargs):
+            if str(s).strip():
+                sizes.append(prop.get_size_in_points())
+            return draw(gc, x, y, s, prop, angle, *args, **kwargs)
+        return recording
+
+    renderer.draw_text, renderer.draw_tex = record(draw_text), record(draw_tex)
+    try:
+        fig.draw(renderer)
+    finally:
+        del renderer.draw_text, renderer.draw_tex  # back to the class's methods
+    dpi = plt.rcParams["savefig.dpi"]
+    dpi = fig.dpi if dpi == "figure" else float(dpi)
+    width_in = fig.get_tightbbox(renderer).width + 2 * float(plt.rcParams["savefig.pad_inches"])
+    shown_px = min(shown_width_px, width_in * dpi)
+    return min(sizes, default=float("inf")) / 72 * shown_px / width_in
+
+
 @torch.no_grad()
 def decodes(model: LatentModel, z: torch.Tensor) -> torch.Tensor:
     """``model.decode(z)`` on the model's device, returned on the CPU in [0, 1]."""

@@ -1,4 +1,4 @@
-"""The two diagrams: an autoencoder and a VAE, drawn with matplotlib patches."""
+"""The diagrams: an autoencoder, a VAE, and how a transposed convolution upsamples, drawn with matplotlib patches."""
 
 from __future__ import annotations
 
@@ -111,6 +111,115 @@ def vae_diagram_figure(path: str | os.PathLike | None = None) -> Figure:
     ax.text(sample_x + 0.65, -1.55, "noise from outside:\nno gradient needed", ha="left", va="center",
             fontsize=9.5, color="0.35")
     ax.set(xlim=(-0.9, 10.65), ylim=(-1.95, 1.25), aspect="equal")
+    ax.set_axis_off()
+    fig.tight_layout(pad=0.2)
+    return save(fig, path)
+
+
+# --------------------------------------------------------------------------- transposed convolution
+
+_STAMP_COLOURS = ("#cfe2f3", "#fce5cd", "#d9ead3", "#ead1dc")  # one per input value of the 2 x 2 example
+TRANSPOSED_CONV_INPUT = ((1.0, 2.0), (3.0, 4.0))
+TRANSPOSED_CONV_KERNEL = ((1.0, 2.0, 1.0), (0.0, 1.0, 2.0), (1.0, 0.0, 1.0))
+
+
+def transposed_convolution_stamps(x: torch.Tensor, kernel: torch.Tensor,
+                                  stride: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
+    """What a single-channel transposed convolution (no padding) adds up: ``(stamps, output)``.
+
+    ``stamps[i, j]`` is the output of ``conv_transpose2d`` when every input value but ``x[i, j]``
+    is zero, and ``output`` its output for the whole of ``x``; by linearity ``output`` is the sum
+    of the stamps. Shapes: ``x`` (h, w), ``kernel`` (K, K), ``stamps`` (h, w, H, W), ``output`` (H, W)
+    with ``H = (h - 1) * stride + K``.
+    """
+    import torch.nn.functional as F
+
+    def op(inp: torch.Tensor) -> torch.Tensor:
+        return F.conv_transpose2d(inp[None, None], kernel[None, None], stride=stride)[0, 0]
+
+    h, w = x.shape
+    stamps = torch.stack([torch.stack([op(x * (torch.arange(h)[:, None] == i) * (torch.arange(w)[None] == j))
+                                       for j in range(w)]) for i in range(h)])
+    return stamps, op(x)
+
+
+def _grid(ax: plt.Axes, values: torch.Tensor, x0: float, y0: float, cell: float, colours: list[list[str | None]],
+          fontsize: float, gid: str, bold: torch.Tensor | None = None) -> None:
+    """A table of numbers with its top-left corner at ``(x0, y0)``; a cell whose colour is None is left blank."""
+    for i, row in enumerate(values.tolist()):
+        for j, v in enumerate(row):
+            colour = colours[i][j]
+            ax.add_patch(plt.Rectangle((x0 + j * cell, y0 - (i + 1) * cell), cell, cell, linewidth=0.8,
+                                       facecolor=colour or "white", edgecolor="0.55" if colour else "0.85"))
+            if colour:
+                weight = "bold" if bold is not None and bool(bold[i, j]) else "normal"
+                ax.text(x0 + (j + 0.5) * cell, y0 - (i + 0.5) * cell, f"{v:g}", ha="center", va="center",
+                        fontsize=fontsize, fontweight=weight, gid=f"{gid}:{i},{j}")
+
+
+def _mix(colours: list[str]) -> str:
+    """The average of some hex colours (where stamps overlap)."""
+    from matplotlib.colors import to_hex, to_rgb
+
+    rgb = [to_rgb(c) for c in colours]
+    return to_hex([sum(c[k] for c in rgb) / len(rgb) for k in range(3)])
+
+
+def transposed_convolution_figure(path: str | os.PathLike | None = None) -> Figure:
+    """How a stride-2 transposed convolution upsamples a 2 x 2 input with a 3 x 3 kernel to 5 x 5.
+
+    Each input value stamps a copy of the kernel, scaled by that value, into the output,
+    each stamp shifted by the stride; where stamps overlap they add. Every number drawn comes
+    from ``torch.nn.functional.conv_transpose2d`` (via `transposed_convolution_stamps`); the
+    text of each drawn number has the gid ``input:i,j``, ``kernel:i,j``, ``stamp<a><b>:i,j``
+    or ``output:i,j``, so a test can read the figure back.
+    """
+    x, kernel = torch.tensor(TRANSPOSED_CONV_INPUT), torch.tensor(TRANSPOSED_CONV_KERNEL)
+    stamps, output = transposed_convolution_stamps(x, kernel, stride=2)
+    (h, w), side = x.shape, output.shape[0]
+    colour = [[_STAMP_COLOURS[i * w + j] for j in range(w)] for i in range(h)]
+    k, offsets = kernel.shape[0], torch.arange(side)
+
+    def inside(i: int) -> torch.Tensor:  # the output rows (or columns) the stamps of input row (column) i cover
+        return (offsets >= 2 * i) & (offsets < 2 * i + k)
+
+    reach = [[inside(i)[:, None] & inside(j)[None] for j in range(w)] for i in range(h)]  # (side, side) masks
+
+    fig, ax = plt.subplots(figsize=(7.8, 3.3))
+    top = 7.6
+    ax.text(0, top + 0.55, "input (2 × 2)", fontsize=10, va="bottom")
+    _grid(ax, x, 0.0, top, 1.0, colour, 11, "input")
+    ax.text(0, top - 3.25, "kernel (3 × 3)", fontsize=10, va="bottom")
+    _grid(ax, kernel, 0.0, top - 3.35, 0.85, [["#eeeeee"] * 3] * 3, 10, "kernel")
+
+    cell, x_st = 0.62, 4.3
+    ax.text(x_st, top + 0.55, "each input value stamps a scaled kernel, shifted by stride 2", fontsize=10,
+            va="bottom")
+    for i in range(h):
+        for j in range(w):
+            x0, y0 = x_st + j * (side * cell + 1.0), top - 0.45 - i * (side * cell + 0.95)
+            cols = [[colour[i][j] if reach[i][j][a, b] else None for b in range(side)] for a in range(side)]
+            _grid(ax, stamps[i, j], x0, y0, cell, cols, 8.5, f"stamp{i}{j}")
+            ax.text(x0 + side * cell / 2, y0 + 0.08, f"{x[i, j]:g} × kernel", ha="center", va="bottom",
+                    fontsize=9)
+    for y in (top - 0.45 - side * cell / 2, top - 0.45 - side * cell * 1.5 - 0.95):
+        ax.text(x_st + side * cell + 0.5, y, "+", ha="center", va="center", fontsize=14)
+    ax.text(x_st - 0.4, top - 0.45 - side * cell * 1.5 - 0.95, "+", ha="center", va="center", fontsize=14)
+
+    x_out, out_cell = x_st + 2 * side * cell + 2.1, 0.95
+    ax.text(x_out - 0.75, top - 0.45 - side * cell - 0.47, "=", ha="center", va="center", fontsize=16)
+    n_cover = sum(r.int() for row in reach for r in row)
+    out_colours = [[_mix([colour[i][j] for i in range(h) for j in range(w) if reach[i][j][a, b]])
+                    for b in range(side)] for a in range(side)]
+    y_out = top - 0.45 - side * cell - 0.47 + side * out_cell / 2
+    ax.text(x_out, y_out + 0.1, "output (5 × 5): overlaps add", fontsize=10, va="bottom")
+    _grid(ax, output, x_out, y_out, out_cell, out_colours, 11, "output", bold=n_cover > 1)
+    ax.add_patch(plt.Rectangle((x_out + out_cell, y_out - side * out_cell), (side - 1) * out_cell,
+                               (side - 1) * out_cell, fill=False, edgecolor="C3", linewidth=1.6, linestyle="--"))
+    ax.text(x_out, y_out - side * out_cell - 0.15, "dashed: the 4 × 4 kept with padding=1,\noutput_padding=1",
+            fontsize=9, va="top", color="C3")
+    ax.set(xlim=(-0.1, x_out + side * out_cell + 0.1), ylim=(y_out - side * out_cell - 1.3, top + 1.1),
+           aspect="equal")
     ax.set_axis_off()
     fig.tight_layout(pad=0.2)
     return save(fig, path)

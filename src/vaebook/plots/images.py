@@ -92,11 +92,21 @@ def pca_reconstruction_figure(train: ImageDataset, images: torch.Tensor, ks: Seq
 
 def training_curves_figure(histories: dict[str, list[dict[str, float]]],
                            path: str | os.PathLike | None = None) -> Figure:
-    """Train and test loss per epoch for each run; for VAEs also reconstruction and KL."""
+    """Train and test loss per epoch for each run; for VAEs also reconstruction and KL.
+
+    With the KL term the three panels and the legend fill a 2 x 2 grid (loss and
+    reconstruction on top, KL and the legend below), so the figure is 7.4 inches wide
+    and its text stays legible in a book's text column.
+    """
     has_kl = any(h and h[-1].get("test_kl", 0) > 0 for h in histories.values())
     panels = [("loss", "loss (nats/image)")] + ([("recon", "-log p(x|z)"), ("kl", "KL(q(z|x) || p(z))")] if has_kl else [])
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 2.8), squeeze=False)
-    for (key, label), ax in zip(panels, axes[0]):
+    if has_kl:
+        fig, grid = plt.subplots(2, 2, figsize=(7.4, 5.0))
+        axes, legend_ax = grid.flatten()[:3], grid[1, 1]
+    else:
+        fig, ax = plt.subplots(figsize=(4.6, 3.0))
+        axes, legend_ax = [ax], None
+    for (key, label), ax in zip(panels, axes):
         for i, (name, history) in enumerate(histories.items()):
             epochs = [h["epoch"] for h in history]
             colour = f"C{i}"
@@ -105,7 +115,11 @@ def training_curves_figure(histories: dict[str, list[dict[str, float]]],
         ax.set_xlabel("epoch")
         ax.set_title(label, loc="left")
         ax.grid(alpha=0.3)
-    axes[0, -1].legend(fontsize=7, frameon=False)
+    if legend_ax is None:
+        axes[0].legend(frameon=False)
+    else:
+        legend_ax.set_axis_off()
+        legend_ax.legend(*axes[0].get_legend_handles_labels(), loc="center", frameon=False)
     fig.tight_layout()
     return save(fig, path)
 

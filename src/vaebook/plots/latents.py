@@ -24,8 +24,8 @@ def _project_2d(latents: torch.Tensor) -> tuple[torch.Tensor, tuple[str, str]]:
 
 def latent_scatter_figure(models: dict[str, LatentModel], data: ImageDataset, n: int = 5000,
                           path: str | os.PathLike | None = None) -> Figure:
-    """Each model's latent points of the first ``n`` images, coloured by class."""
-    fig, axes = plt.subplots(1, len(models), figsize=(4.2 * len(models) + 1.2, 4), squeeze=False)
+    """Each model's latent points of the first ``n`` images, coloured by class; the class legend below the panels."""
+    fig, axes = plt.subplots(1, len(models), figsize=(3.7 * len(models), 4.4), squeeze=False)
     labels = data.labels[:n].numpy()
     cmap = plt.get_cmap("tab10")
     for ax, (title, model) in zip(axes[0], models.items()):
@@ -35,8 +35,8 @@ def latent_scatter_figure(models: dict[str, LatentModel], data: ImageDataset, n:
         ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
         ax.grid(alpha=0.3)
     handles = [plt.Line2D([], [], marker="o", ls="", color=cmap(i), label=name) for i, name in enumerate(data.class_names)]
-    fig.legend(handles=handles, loc="center right", frameon=False, fontsize=8)
-    fig.tight_layout(rect=(0, 0, 1 - 1.3 / fig.get_figwidth(), 1))
+    fig.legend(handles=handles, loc="lower center", ncol=5, frameon=False, handletextpad=0.1, columnspacing=1.0)
+    fig.tight_layout(rect=(0, 0.5 / fig.get_figheight(), 1, 1))
     return save(fig, path)
 
 def random_latent_figure(model: LatentModel, data: ImageDataset, n: int = 10, seed: int = 0,

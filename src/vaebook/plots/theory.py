@@ -30,7 +30,7 @@ def penalty_figure(targets: Sequence[float] = (0.0, 0.5, 0.9), path: str | os.Pa
     """
     p = torch.linspace(1e-4, 1 - 1e-4, 2001, dtype=torch.float64)
     ymax = 3.0
-    fig, axes = plt.subplots(1, len(targets), figsize=(3.0 * len(targets), 2.9), sharey=True, squeeze=False)
+    fig, axes = plt.subplots(1, len(targets), figsize=(2.6 * len(targets), 2.9), sharey=True, squeeze=False)
     for ax, x in zip(axes[0], targets):
         excess = bernoulli_cross_entropy(p, x) - bernoulli_cross_entropy(torch.tensor(float(x), dtype=torch.float64), x)
         ax.plot(p.numpy(), ((p - x) ** 2).numpy(), color="C0", label="squared error $(p - x)^2$")
@@ -48,7 +48,7 @@ def penalty_figure(targets: Sequence[float] = (0.0, 0.5, 0.9), path: str | os.Pa
         else:
             ax.text(0.5, ymax * 0.8, r"BCE $\to \infty$ at both ends", ha="center", fontsize=8.5, color="C3")
     axes[0, 0].set_ylabel("penalty")
-    axes[0, 0].text(0.3, 1.25, "confident and wrong:\nBCE explodes,\nsquared error $\\leq 1$", fontsize=8.5,
+    axes[0, 0].text(0.33, 1.25, "confident and wrong:\nBCE explodes,\nsquared error $\\leq 1$", fontsize=8.5,
                     ha="center", va="bottom", color="0.25")
     handles, labels = axes[0, 0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=2, frameon=False, fontsize=9)
@@ -97,7 +97,9 @@ def inverse_transform_figure(path: str | os.PathLike | None = None, seed: int = 
     z = torch.randn(n, generator=gen, dtype=torch.float64)
     shaped = normal_to_target(z)
 
-    fig, axes = plt.subplots(1, 3, figsize=(9.6, 3.0))
+    # (a) and (b) side by side, (c) the full width below them: legible in a text column
+    fig, panels = plt.subplot_mosaic([["a", "b"], ["c", "c"]], figsize=(7.4, 5.6))
+    axes = [panels[k] for k in "abc"]
     ax = axes[0]
     t = np.linspace(0, 6, 400)
     ax.hist(expo.numpy(), bins=np.linspace(0, 6, 49), density=True, color="C0", alpha=0.45,
@@ -105,7 +107,7 @@ def inverse_transform_figure(path: str | os.PathLike | None = None, seed: int = 
     ax.plot(t, np.exp(-t), color="C0", lw=2, label="Exp(1) density $e^{-x}$")
     ax.set(xlim=(0, 6), xlabel="$x$", ylabel="density")
     ax.set_title("(a) uniform through an inverse CDF", loc="left")
-    ax.legend(fontsize=8, frameon=False)
+    ax.legend(fontsize=8.5, frameon=False)
 
     ax = axes[1]
     zz = torch.linspace(-3.5, 3.5, 701, dtype=torch.float64)
@@ -114,7 +116,7 @@ def inverse_transform_figure(path: str | os.PathLike | None = None, seed: int = 
     ax.set_title(r"(b) the map $g(z) = F^{-1}(\Phi(z))$", loc="left")
     ax.axhline(0, color="0.7", lw=0.8)
     ax.axvline(0, color="0.7", lw=0.8)
-    ax.text(-3.3, 3.6, "steep where the target has\nlittle mass, flat where it\nhas a lot", fontsize=8, va="top",
+    ax.text(-3.3, 3.6, "steep where the target has\nlittle mass, flat where it\nhas a lot", fontsize=8.5, va="top",
             color="0.3")
 
     ax = axes[2]
@@ -127,7 +129,7 @@ def inverse_transform_figure(path: str | os.PathLike | None = None, seed: int = 
     ax.plot(x.numpy(), density.numpy(), color="C2", lw=2, label="target mixture")
     ax.set(xlim=(-4.5, 4.5), xlabel="$x$")
     ax.set_title("(c) normal noise through $g$", loc="left")
-    ax.legend(fontsize=8, frameon=False, loc="upper left")
+    ax.legend(fontsize=8.5, frameon=False, loc="upper left")
     for a in axes:
         a.grid(alpha=0.3)
     fig.tight_layout()
@@ -153,7 +155,7 @@ def gradient_variance_figure(path: str | os.PathLike | None = None, seed: int = 
     gen = torch.Generator().manual_seed(seed)
     sigmas = torch.logspace(-1, 0.5, 13, dtype=torch.float64)
     functions = {"$f(z) = z^2$": lambda z: z**2, r"$f(z) = \sin z$": torch.sin}
-    fig, axes = plt.subplots(1, 3, figsize=(10.2, 3.2))
+    fig, axes = plt.subplots(1, 3, figsize=(7.6, 3.9))
     for k, (ax, (name, f)) in enumerate(zip(axes[:2], functions.items())):
         table = estimator_variance_table(f, mu, sigmas.tolist(), n, generator=gen)
         with_baseline = []
@@ -173,18 +175,18 @@ def gradient_variance_figure(path: str | os.PathLike | None = None, seed: int = 
         axes[2].loglog(s, (table["score_var"] / table["pathwise_var"]).numpy(), "o-", color=f"C{4 + k}", ms=4,
                        label=name)
     handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=4, frameon=False, fontsize=8.5)
+    fig.legend(handles, labels, loc="lower center", ncol=2, frameon=False)
     ax = axes[2]
     ax.axhline(1, color="0.5", ls=":", lw=1)
-    ax.text(0.03, 1.25, "pathwise better", ha="left", va="bottom", fontsize=8, color="0.35",
+    ax.text(0.03, 1.25, "pathwise better", ha="left", va="bottom", fontsize=8.5, color="0.35",
             transform=ax.get_yaxis_transform())
-    ax.text(0.03, 0.8, "score function better", ha="left", va="top", fontsize=8, color="0.35",
+    ax.text(0.03, 0.45, "score function better", ha="left", va="top", fontsize=8.5, color="0.35",
             transform=ax.get_yaxis_transform())
     ax.set(xlabel=r"$\sigma$", ylabel="score-function / pathwise variance")
     ax.set_title("variance ratio", loc="left")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8, frameon=False)
-    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    ax.legend(fontsize=8.5, frameon=False)
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
     return save(fig, path)
 
 def naive_monte_carlo_figure(model: VAE, x: torch.Tensor, ks: Sequence[int] = (1, 10, 100, 1000, 10000),
