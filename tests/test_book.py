@@ -106,9 +106,9 @@ def test_no_page_speaks_of_drafts():
 
 def test_the_colab_badge_is_inline_not_a_figure():
     """An image alone in its paragraph becomes a captioned figure in Quarto; the badge shares its paragraph."""
-    from vaebook.book import colab_badge
+    from vaebook.book import chapter_badge
 
-    badge = colab_badge("01-x.ipynb", ROOT / "_quarto.yml")
+    badge = chapter_badge("01-x.ipynb", ROOT / "_quarto.yml")
     assert "\n" not in badge.strip()
     link_end = badge.index(")", badge.index("](https://colab.research.google.com/github/")) + 1
     assert badge.startswith("[![Open in Colab](") and badge[link_end:].strip(), "no text beside the badge"
@@ -118,7 +118,7 @@ def test_numbered_chapters_link_their_colab_notebook():
     for chapter in _chapters():
         if chapter.startswith("chapters/") and Path(chapter).name[:2].isdigit():
             text = (ROOT / chapter).read_text()
-            assert f'colab_badge("{Path(chapter).stem}.ipynb")' in text, chapter
+            assert f'chapter_badge("{Path(chapter).stem}.ipynb")' in text, chapter
 
 
 def test_colab_urls_come_from_the_configured_repository_and_ref():
@@ -144,7 +144,7 @@ def test_the_colab_ref_is_the_release_tag_of_this_version():
 
 def test_every_colab_badge_points_at_a_notebook_that_exists():
     pages = [ROOT / c for c in _chapters()]
-    badges = [(p.name, n) for p in pages for n in re.findall(r'colab_badge\("([^"]+)"\)', p.read_text())]
+    badges = [(p.name, n) for p in pages for n in re.findall(r'chapter_badge\("([^"]+)"\)', p.read_text())]
     assert badges
     for page, notebook in badges:
         assert (ROOT / "notebooks" / notebook).is_file(), f"{page} links {notebook}, which does not exist"

@@ -72,13 +72,18 @@ def colab_url(notebook: str, quarto_yml: str | Path | None = None, ref: str | No
 
 
 def colab_badge(notebook: str, quarto_yml: str | Path | None = None) -> str:
-    """A Markdown paragraph: an inline "Open in Colab" badge linking to the chapter's notebook, and one sentence.
+    """A Markdown "Open in Colab" badge linking to ``notebooks/<notebook>`` (what a notebook's first cell shows)."""
+    return (f"[![Open in Colab](https://colab.research.google.com/assets/colab-badge.svg)]"
+            f"({colab_url(notebook, quarto_yml)})")
+
+
+def chapter_badge(notebook: str, quarto_yml: str | Path | None = None) -> str:
+    """A chapter's Markdown paragraph: its notebook's inline Colab badge, then one sentence.
 
     The sentence keeps the badge inline: an image alone in its paragraph is what
     Quarto (pandoc) turns into a centred figure with its alt text as a caption.
     """
-    return (f"[![Open in Colab](https://colab.research.google.com/assets/colab-badge.svg)]"
-            f"({colab_url(notebook, quarto_yml)}) "
+    return (f"{colab_badge(notebook, quarto_yml)} "
             f"Run this chapter's code as a notebook on Colab (`notebooks/{notebook}`), with or without a GPU.")
 
 
