@@ -107,3 +107,65 @@ def test_estimators_are_deterministic_for_a_seed_and_reject_bad_sigma():
         pathwise_gradients(square, 0.0, 0.0, 10)
     with pytest.raises(ValueError):
         score_function_gradients(square, 0.0, -1.0, 10)
+
+
+# --------------------------------------------------------------------------- the estimators on a VAE's encoder
+
+from vaebook.gradients import encoder_gradient_samples, encoder_gradient_variance  # noqa: E402
+from vaebook.losses import log_likelihood  # noqa: E402
+from vaebook.models import ModelConfig, build_model  # noqa: E402
+
+
+def _tiny_vae(likelihood="bernoulli"):
+    torch.manual_seed(0)
+    return build_model(ModelConfig(arch="linear", in_shape=(1, 2, 2), latent_dim=2, likelihood=likelihood)).double()
+
+
+def _pathwise_reference(model, x, n):
+    """Autograd gradient of a many-sample average of ``log p(x|z)``, z drawn with ``model.reparameterise``."""
+    mu, logvar = model.encode(x)
+    z = model.reparameterise(mu.expand(n, *mu.shape), logvar.expand(n, *logvar.shape), _gen(99))
+    f = log_likelihood(model.decoder(z.flatten(0, 1)), x.expand(n, *x.shape).flatten(0, 1), model.config.likelihood)
+    names = [name for name, _ in model.named_parameters() if not name.startswith("decoder.")]
+    grads = torch.autograd.grad(f.mean(), [dict(model.named_parameters())[k] for k in names])
+    return dict(zip(names, grads))
+
+
+def test_encoder_estimators_are_unbiased_for_the_same_gradient():
+    model = _tiny_vae()
+    x = torch.tensor([[0.9, 0.1, 0.7, 0.2], [0.0, 1.0, 0.3, 0.6]], dtype=torch.float64).view(2, 1, 2, 2)
+    n = 20_000
+    estimates = encoder_gradient_samples(model, x, samples=n, generator=_gen(7))
+    reference = _pathwise_reference(model, x, 100_000)
+    assert set(estimates) == {"pathwise", "score", "score_baseline"}
+    assert set(reference) == {"to_mu.weight", "to_mu.bias", "to_logvar.weight", "to_logvar.bias"}
+    for name, exact in reference.items():
+        assert exact.abs().max() > 1e-3  # a gradient worth estimating
+        path = estimates["pathwise"][name]
+        assert path.shape == (n, *exact.shape)
+        for estimator in ("pathwise", "score", "score_baseline"):
+            g = estimates[estimator][name]
+            se = g.std(0) / math.sqrt(n)
+            assert ((g.mean(0) - exact).abs() < 5 * se + 1e-6).all(), (estimator, name)
+        se_both = (path.var(0) / n + estimates["score"][name].var(0) / n).sqrt()
+        assert ((path.mean(0) - estimates["score"][name].mean(0)).abs() < 5 * se_both).all(), name
+
+
+def test_baseline_keeps_the_mean_and_removes_a_large_offset_from_the_variance():
+    # Images far from anything the decoder outputs: log p(x|z) sits near a large negative constant.
+    model = _tiny_vae("gaussian")
+    x = torch.full((2, 1, 2, 2), 10.0, dtype=torch.float64)
+    x[1] += 1.0
+    n = 20_000
+    estimates = encoder_gradient_samples(model, x, samples=n, generator=_gen(8))
+    for name in estimates["score"]:
+        plain, based = estimates["score"][name], estimates["score_baseline"][name]
+        se = (plain.var(0) / n + based.var(0) / n).sqrt()
+        assert ((plain.mean(0) - based.mean(0)).abs() < 5 * se).all(), name
+    table = encoder_gradient_variance(model, x, samples=2_000, generator=_gen(9))
+    assert set(table) == {"to_mu", "to_logvar"}
+    for row in table.values():
+        assert row["score_baseline"] < 0.1 * row["score"]
+        assert row["ratio"] == pytest.approx(row["score"] / row["pathwise"])
+        assert row["ratio_baseline"] < row["ratio"]
+    assert "score_baseline" not in encoder_gradient_variance(model, x, samples=50, baseline=False)["to_mu"]

@@ -35,8 +35,10 @@ Subtracting a constant ``baseline`` from ``f`` (a control variate) keeps the
 score-function estimator unbiased, because ``E[score] = 0``, and lowers its variance
 when the baseline is close to ``E[f(z)]``.
 
-All functions here work in float64 and take their randomness from an optional seeded
-``torch.Generator``.
+`encoder_gradient_variance` measures the same comparison on a trained VAE's encoder, per
+layer, for the reconstruction term ``E_q[log p(x|z)]``, with and without a leave-one-out
+baseline. The toy functions here work in float64; all take their randomness from an
+optional seeded ``torch.Generator``.
 """
 
 from __future__ import annotations
@@ -45,6 +47,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
+
+from .losses import log_likelihood, normal_log_density
 
 Function = Callable[[torch.Tensor], torch.Tensor]
 
@@ -186,3 +190,73 @@ def normal_to_target(z: torch.Tensor,
     grid = torch.linspace(-8.0, 8.0, 8001, dtype=torch.float64)
     u = torch.special.ndtr(z.double())
     return torch.from_numpy(np.interp(u.numpy(), _mixture_cdf(grid, components).numpy(), grid.numpy()))
+
+
+# --------------------------------------------------------------------------- the same comparison on a VAE's encoder
+
+
+def encoder_gradient_samples(model, x: torch.Tensor, samples: int = 64, baseline: bool = True,
+                             generator: torch.Generator | None = None) -> dict[str, dict[str, torch.Tensor]]:
+    """Per-sample estimates of the gradient of ``mean_n E_{q(z|x_n)}[log p(x_n|z)]`` w.r.t. the encoder's weights.
+
+    One batch ``x`` of ``N`` images, ``samples`` draws ``z = mu + sigma * eps`` per image (via
+    ``model.reparameterise``). Draw ``s`` gives one estimate per estimator:
+
+    * ``pathwise``: the gradient of ``mean_n log p(x_n|z_sn)`` back-propagated through ``z``;
+    * ``score``: the gradient of ``mean_n f_sn log q(z_sn|x_n)`` with ``z`` detached, ``f = log p(x|z)``;
+    * ``score_baseline`` (if ``baseline``): ``f_sn`` minus the mean of ``f_tn`` over the other draws
+      ``t != s`` of the same image (leave-one-out), which does not depend on draw ``s``, so the
+      estimate stays unbiased.
+
+    The chain rule is split at the encoder's outputs: autograd first gives each draw's gradient
+    with respect to its own copy of ``(mu, logvar)`` (the draws are independent, so one backward
+    pass gives them all), then one batched backward pass carries them into the encoder.
+
+    Returns:
+        ``{estimator: {parameter name: (samples, *parameter.shape) tensor}}`` for the parameters
+        outside ``model.decoder``.
+    """
+    if samples < 2:
+        raise ValueError(f"samples must be at least 2, not {samples}")
+    params = {name: p for name, p in model.named_parameters() if not name.startswith("decoder.")}
+    with torch.enable_grad():
+        mu, logvar = model.encode(x)  # (N, d) each
+        mus, logvars = (t.detach().expand(samples, *t.shape).clone().requires_grad_() for t in (mu, logvar))
+        z = model.reparameterise(mus, logvars, generator)  # (S, N, d)
+        xs = x.expand(samples, *x.shape).flatten(0, 1)
+        f = log_likelihood(model.decoder(z.flatten(0, 1)), xs, model.config.likelihood,
+                           model.config.sigma).view(samples, -1)  # (S, N): log p(x_n | z_sn)
+        log_q = normal_log_density(z.detach(), mus, logvars).sum(-1)  # (S, N): log q(z_sn | x_n)
+        weight = f.detach()
+        objectives = {"pathwise": f, "score": weight * log_q}
+        if baseline:
+            leave_one_out = (weight.sum(0) - weight) / (samples - 1)
+            objectives["score_baseline"] = (weight - leave_one_out) * log_q
+        out = {}
+        for name, objective in objectives.items():
+            g_mu, g_logvar = torch.autograd.grad(objective.mean(1).sum(), (mus, logvars), retain_graph=True)
+            grads = torch.autograd.grad((mu, logvar), list(params.values()), (g_mu, g_logvar),
+                                        retain_graph=True, is_grads_batched=True)
+            out[name] = dict(zip(params, grads))
+    return out
+
+
+def encoder_gradient_variance(model, x: torch.Tensor, samples: int = 64, baseline: bool = True,
+                              generator: torch.Generator | None = None) -> dict[str, dict[str, float]]:
+    """Variance of one-sample encoder-gradient estimates, per layer, from `encoder_gradient_samples`.
+
+    For each layer (``"body.1"``, ``"to_mu"``, ...; weight and bias together): the variance over
+    the draws of each coordinate of the gradient, summed over the layer's coordinates (the
+    expected squared distance of a one-sample estimate from the mean), for each estimator, and
+    ``ratio`` (and ``ratio_baseline``): score-function variance over pathwise variance.
+    """
+    table: dict[str, dict[str, float]] = {}
+    for estimator, grads in encoder_gradient_samples(model, x, samples, baseline, generator).items():
+        for name, g in grads.items():
+            row = table.setdefault(name.rsplit(".", 1)[0], {})
+            row[estimator] = row.get(estimator, 0.0) + float(g.double().var(0).sum())
+    for row in table.values():
+        row["ratio"] = row["score"] / row["pathwise"]
+        if baseline:
+            row["ratio_baseline"] = row["score_baseline"] / row["pathwise"]
+    return table
