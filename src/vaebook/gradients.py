@@ -49,6 +49,7 @@ import numpy as np
 import torch
 
 from .losses import log_likelihood, normal_log_density
+from .models import VAE
 
 Function = Callable[[torch.Tensor], torch.Tensor]
 
@@ -195,7 +196,7 @@ def normal_to_target(z: torch.Tensor,
 # --------------------------------------------------------------------------- the same comparison on a VAE's encoder
 
 
-def encoder_gradient_samples(model, x: torch.Tensor, samples: int = 64, baseline: bool = True,
+def encoder_gradient_samples(model: VAE, x: torch.Tensor, samples: int = 64, baseline: bool = True,
                              generator: torch.Generator | None = None) -> dict[str, dict[str, torch.Tensor]]:
     """Per-sample estimates of the gradient of ``mean_n E_{q(z|x_n)}[log p(x_n|z)]`` w.r.t. the encoder's weights.
 
@@ -241,7 +242,7 @@ def encoder_gradient_samples(model, x: torch.Tensor, samples: int = 64, baseline
     return out
 
 
-def encoder_gradient_variance(model, x: torch.Tensor, samples: int = 64, baseline: bool = True,
+def encoder_gradient_variance(model: VAE, x: torch.Tensor, samples: int = 64, baseline: bool = True,
                               generator: torch.Generator | None = None) -> dict[str, dict[str, float]]:
     """Variance of one-sample encoder-gradient estimates, per layer, from `encoder_gradient_samples`.
 
