@@ -17,7 +17,7 @@ import torch
 
 from .data import ImageDataset, to_float
 from .information import latent_information, normalized_mutual_information  # noqa: F401  (re-exported)
-from .losses import elbo_terms, gaussian_kl, log_likelihood, normal_log_density
+from .losses import elbo_terms, gaussian_kl, normal_log_density
 from .models import LatentModel, VAE
 
 
@@ -69,10 +69,10 @@ def dataset_loss(model: LatentModel, data: ImageDataset | torch.Tensor, beta: fl
         x = to_float(images[start:start + batch_size].to(device))
         if isinstance(model, VAE):
             mu, logvar = model.encode(x)
-            output = {"out": model.decoder(model.reparameterise(mu, logvar, generator=gen)), "mu": mu, "logvar": logvar}
+            output = {**model.decode_params(model.reparameterise(mu, logvar, generator=gen)), "mu": mu, "logvar": logvar}
             x_mean = model.decode(mu)
         else:
-            output = {"out": model.decoder(model.encode(x))}
+            output = model.decode_params(model.encode(x))
             x_mean = model.output_mean(output["out"])  # an autoencoder's reconstruction is the decode of its code
         terms = elbo_terms(output, x, cfg.likelihood, cfg.sigma)
         recon, kl = terms["recon"], terms["kl"]
@@ -192,7 +192,6 @@ def log_likelihood_estimate(model: VAE, x: torch.Tensor, k: int, proposal: str =
         mu, logvar = torch.zeros_like(mu), torch.zeros_like(logvar)
     elif proposal != "posterior":
         raise ValueError(f"proposal must be 'posterior' or 'prior', not {proposal!r}")
-    cfg = model.config
     per = max(1, min(k, chunk // n))  # samples per image in one batch
     log_w = []
     for start in range(0, k, per):
@@ -200,7 +199,7 @@ def log_likelihood_estimate(model: VAE, x: torch.Tensor, k: int, proposal: str =
         mu_m, logvar_m = mu.repeat(m, 1), logvar.repeat(m, 1)  # (m * n, d), sample-major
         z = model.reparameterise(mu_m, logvar_m, generator=generator)
         x_m = x.repeat(m, *([1] * (x.dim() - 1)))
-        log_px_z = log_likelihood(model.decoder(z), x_m, cfg.likelihood, cfg.sigma).double()
+        log_px_z = model.log_likelihood(z, x_m).double()
         log_pz = normal_log_density(z).sum(1).double()
         log_r = normal_log_density(z, mu_m, logvar_m).sum(1).double()
         log_w.append((log_px_z + log_pz - log_r).view(m, n))

@@ -20,6 +20,7 @@ FMNIST = (1, 28, 28)
 FACES = (3, 64, 64)  # CelebA, centre-cropped and resized (vaebook.face_data.celeba's default)
 FULL_CELEBA = (3, 218, 178)  # CelebA's aligned images at their original size
 FREY = (1, 28, 20)
+QUANTISATION_SIGMA = 1 / (255 * 12 ** 0.5)  # the sd of rounding to 256 levels: a floor for a learned sigma
 BETAS = (0.1, 0.5, 1, 4, 16)  # the beta-VAE sweep; beta = 1 is fmnist-mlp-vae
 
 
@@ -111,6 +112,9 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
     Experiment("celeba-vae-sigma0.1", "The same VAE with sigma = 0.1: sharp reconstructions, samples that are not faces",
                "celeba", ModelConfig(kind="vae", latent_dim=128, sigma=0.1, **_FACES),
                TrainConfig(epochs=20, batch_size=64), eval_k=100, eval_images=100),
+    Experiment("celeba-vae-learned-sigma", "The same VAE with the decoder's sigma learned (one for all values, started at 0.5)",
+               "celeba", ModelConfig(kind="vae", latent_dim=128, sigma=0.5, decoder_sigma="shared", **_FACES),
+               TrainConfig(epochs=20, batch_size=64), eval_k=100, eval_images=100),
     Experiment("celeba-fullsize-ae", "A convolutional autoencoder as it is often written: full-size 218x178 RGB, channels 16-32-64-128-256, MSE, "
                "Adam, 10 epochs (needs the full CelebA and a GPU)", "celeba",
                ModelConfig(kind="ae", arch="conv", in_shape=FULL_CELEBA, latent_dim=128,
@@ -120,6 +124,10 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
                "frey", ModelConfig(kind="vae", arch="mlp", in_shape=FREY, latent_dim=2, hidden=200,
                                    likelihood="gaussian", sigma=0.3),
                TrainConfig(epochs=300, batch_size=100, lr=1e-3)),
+    Experiment("fmnist-mlp-vae-pixel-sigma", "MLP VAE with a Gaussian decoder that outputs a sigma per pixel, "
+               "floored at 8-bit rounding noise", "fashion-mnist",
+               ModelConfig(latent_dim=20, **{**_MLP, "likelihood": "gaussian"}, decoder_sigma="pixel",
+                           min_sigma=QUANTISATION_SIGMA), TrainConfig(**_CLASSIC)),
     Experiment("fmnist-mlp-vae-z64", "MLP VAE with a 64-d latent: more dimensions than the data needs collapse",
                "fashion-mnist", ModelConfig(latent_dim=64, **_MLP), TrainConfig(**_CLASSIC)),
     Experiment("fmnist-mlp-vae-z64-warmup", "The 64-d MLP VAE with KL warm-up over 5 epochs",

@@ -48,7 +48,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from .losses import log_likelihood, normal_log_density
+from .losses import normal_log_density
 from .models import VAE
 
 Function = Callable[[torch.Tensor], torch.Tensor]
@@ -225,8 +225,7 @@ def encoder_gradient_samples(model: VAE, x: torch.Tensor, samples: int = 64, bas
         mus, logvars = (t.detach().expand(samples, *t.shape).clone().requires_grad_() for t in (mu, logvar))
         z = model.reparameterise(mus, logvars, generator)  # (S, N, d)
         xs = x.expand(samples, *x.shape).flatten(0, 1)
-        f = log_likelihood(model.decoder(z.flatten(0, 1)), xs, model.config.likelihood,
-                           model.config.sigma).view(samples, -1)  # (S, N): log p(x_n | z_sn)
+        f = model.log_likelihood(z.flatten(0, 1), xs).view(samples, -1)  # (S, N): log p(x_n | z_sn)
         log_q = normal_log_density(z.detach(), mus, logvars).sum(-1)  # (S, N): log q(z_sn | x_n)
         weight = f.detach()
         objectives = {"pathwise": f, "score": weight * log_q}

@@ -36,7 +36,7 @@ def _elbo(model: VAE, x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, s
     z = model.reparameterise(mu_s, logvar_s, generator=generator)
     x_s = x.repeat(samples, *([1] * (x.dim() - 1)))
     cfg = model.config
-    terms = elbo_terms({"out": model.decoder(z), "mu": mu_s, "logvar": logvar_s}, x_s, cfg.likelihood, cfg.sigma)
+    terms = elbo_terms({**model.decode_params(z), "mu": mu_s, "logvar": logvar_s}, x_s, cfg.likelihood, cfg.sigma)
     return -(terms["recon"] + terms["kl"]).view(samples, n).mean(0)
 
 

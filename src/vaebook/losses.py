@@ -50,18 +50,39 @@ def normal_log_density(x: torch.Tensor, mean: torch.Tensor | float = 0.0,
     return -0.5 * ((x - mean).pow(2) / var + logvar + LOG_2PI)
 
 
-def gaussian_log_likelihood(mean: torch.Tensor, x: torch.Tensor, sigma: float) -> torch.Tensor:
+def gaussian_log_likelihood(mean: torch.Tensor, x: torch.Tensor, sigma: float | torch.Tensor) -> torch.Tensor:
     """``log N(x; mean, sigma^2 I)`` summed over pixels, constants included.
 
     ``= -||x - mean||^2 / (2 sigma^2) - D log sigma - (D / 2) log(2 pi)`` for D pixels.
+    ``sigma`` may be a tensor (a learned one), and gradients then flow into it.
     """
-    return normal_log_density(x, mean, 2 * math.log(sigma)).flatten(1).sum(1)
+    log_sigma = sigma.log() if isinstance(sigma, torch.Tensor) else math.log(sigma)
+    return normal_log_density(x, mean, 2 * log_sigma).flatten(1).sum(1)
 
 
-def log_likelihood(out: torch.Tensor, x: torch.Tensor, likelihood: str, sigma: float = 1.0) -> torch.Tensor:
-    """``log p(x|z)`` from the decoder's output: logits (Bernoulli) or the mean (Gaussian)."""
+def optimal_sigma(mean: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """The shared standard deviation that maximises ``sum log N(x; mean, sigma^2)`` over every value.
+
+    The log-likelihood of D values is ``-SSE / (2 sigma^2) - D log sigma - (D/2) log 2 pi``;
+    its derivative in ``log sigma``, ``SSE / sigma^2 - D``, vanishes at ``sigma^2 = SSE / D``:
+    the mean squared error. This is the closed form a learned shared sigma converges to
+    (the "optimal sigma" of Rybkin et al. 2021), and it is only bounded away from 0 because
+    the decoder's mean never matches every value exactly.
+    """
+    return (x - mean).pow(2).mean().sqrt()
+
+
+def log_likelihood(out: torch.Tensor, x: torch.Tensor, likelihood: str, sigma: float = 1.0,
+                   x_logvar: torch.Tensor | None = None) -> torch.Tensor:
+    """``log p(x|z)`` from the decoder's output: logits (Bernoulli) or the mean (Gaussian).
+
+    A Gaussian decoder uses ``x_logvar`` (a learned log-variance, scalar or per value)
+    when given, and the fixed ``sigma`` otherwise.
+    """
     if likelihood == "bernoulli":
         return bernoulli_log_likelihood(out, x)
+    if likelihood == "gaussian" and x_logvar is not None:
+        return normal_log_density(x, out, x_logvar).flatten(1).sum(1)
     if likelihood == "gaussian":
         return gaussian_log_likelihood(out, x, sigma)
     raise ValueError(f"likelihood must be 'bernoulli' or 'gaussian', not {likelihood!r}")
@@ -83,10 +104,11 @@ def elbo_terms(output: dict[str, torch.Tensor], x: torch.Tensor, likelihood: str
     """The two terms of the negative ELBO, one number per image: ``-ELBO(x) = recon + kl``.
 
     ``recon = -log p(x|z)`` for the ``z`` the output was decoded from (one sample from
-    ``q(z|x)`` for a VAE, the code for an autoencoder) and ``kl = KL(q(z|x) || p(z))``,
+    ``q(z|x)`` for a VAE, the code for an autoencoder; the decoder's learned
+    ``x_logvar`` replaces ``sigma`` when the output has one) and ``kl = KL(q(z|x) || p(z))``,
     zero for an autoencoder's output, which has no ``mu``.
     """
-    recon = -log_likelihood(output["out"], x, likelihood, sigma)
+    recon = -log_likelihood(output["out"], x, likelihood, sigma, output.get("x_logvar"))
     kl = gaussian_kl(output["mu"], output["logvar"]) if "mu" in output else torch.zeros_like(recon)
     return {"recon": recon, "kl": kl}
 

@@ -25,13 +25,17 @@ Architectures (`ModelConfig.arch`):
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 import torch
 from torch import nn
 
+from .losses import log_likelihood
+
 Likelihood = Literal["bernoulli", "gaussian"]
+DecoderSigma = Literal["fixed", "shared", "pixel"]
 
 
 @dataclass(frozen=True)
@@ -48,7 +52,16 @@ class ModelConfig:
         hidden: mlp only: width of the hidden layer.
         likelihood: the decoder's distribution ``p(x|z)``: ``"bernoulli"`` (binary
             cross-entropy) or ``"gaussian"`` with fixed standard deviation ``sigma``.
-        sigma: the Gaussian decoder's standard deviation (ignored for Bernoulli).
+        sigma: the Gaussian decoder's standard deviation (ignored for Bernoulli); with a
+            learned ``decoder_sigma = "shared"``, its starting value.
+        decoder_sigma: Gaussian only: ``"fixed"`` (``sigma`` as given), ``"shared"`` (one
+            standard deviation for every value, learned with the weights, as in the
+            sigma-VAE of Rybkin et al. 2021) or ``"pixel"`` (the decoder outputs a
+            standard deviation for every value of every image, a function of ``z``).
+        min_sigma: a floor under a learned standard deviation, added as variances:
+            ``sigma^2 = min_sigma^2 + exp(raw)``. Without one, a per-pixel sigma can shrink
+            towards 0 where the data leave no error (constant pixels) and the likelihood
+            grows without bound (Mattei & Frellsen 2018).
     """
 
     kind: Literal["ae", "vae"] = "vae"
@@ -59,6 +72,8 @@ class ModelConfig:
     hidden: int = 400
     likelihood: Likelihood = "bernoulli"
     sigma: float = 1.0
+    decoder_sigma: DecoderSigma = "fixed"
+    min_sigma: float = 0.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "in_shape", tuple(self.in_shape))
@@ -69,6 +84,10 @@ class ModelConfig:
             (self.likelihood in ("bernoulli", "gaussian"), f"likelihood must be 'bernoulli' or 'gaussian', not {self.likelihood!r}"),
             (len(self.in_shape) == 3 and min(self.in_shape) > 0, f"in_shape must be (C, H, W), not {self.in_shape}"),
             (self.latent_dim > 0 and self.sigma > 0, "latent_dim and sigma must be positive"),
+            (self.decoder_sigma in ("fixed", "shared", "pixel"),
+             f"decoder_sigma must be 'fixed', 'shared' or 'pixel', not {self.decoder_sigma!r}"),
+            (self.decoder_sigma == "fixed" or self.likelihood == "gaussian", "a learned sigma needs likelihood='gaussian'"),
+            (self.min_sigma >= 0, "min_sigma must be 0 or positive"),
             (self.arch != "conv" or len(self.channels) > 0, "a conv model needs at least one channel stage"),
         ]
         for ok, message in checks:
@@ -132,16 +151,18 @@ def _body_and_decoder(cfg: ModelConfig) -> tuple[nn.Module, int, nn.Module]:
     """The encoder body, its feature size, and the decoder for an architecture."""
     c, h, w = cfg.in_shape
     d = c * h * w
+    out_shape = (2 * c if cfg.decoder_sigma == "pixel" else c, h, w)  # a per-pixel sigma doubles the channels
+    d_out = out_shape[0] * h * w
     if cfg.arch == "conv":
         body = ConvEncoder(c, cfg.channels)
         hh, ww = conv_sizes(h, w, len(cfg.channels))[-1]
-        return body, cfg.channels[-1] * hh * ww, ConvDecoder(cfg.latent_dim, cfg.in_shape, cfg.channels)
+        return body, cfg.channels[-1] * hh * ww, ConvDecoder(cfg.latent_dim, out_shape, cfg.channels)
     if cfg.arch == "mlp":
         body = nn.Sequential(nn.Flatten(), nn.Linear(d, cfg.hidden), nn.ReLU())
-        decoder = nn.Sequential(nn.Linear(cfg.latent_dim, cfg.hidden), nn.ReLU(), nn.Linear(cfg.hidden, d),
-                                nn.Unflatten(1, cfg.in_shape))
+        decoder = nn.Sequential(nn.Linear(cfg.latent_dim, cfg.hidden), nn.ReLU(), nn.Linear(cfg.hidden, d_out),
+                                nn.Unflatten(1, out_shape))
         return body, cfg.hidden, decoder
-    return nn.Flatten(), d, nn.Sequential(nn.Linear(cfg.latent_dim, d), nn.Unflatten(1, cfg.in_shape))
+    return nn.Flatten(), d, nn.Sequential(nn.Linear(cfg.latent_dim, d_out), nn.Unflatten(1, out_shape))
 
 
 class LatentModel(nn.Module):
@@ -153,6 +174,8 @@ class LatentModel(nn.Module):
         super().__init__()
         self.config = config
         self.body, self.feature_dim, self.decoder = _body_and_decoder(config)
+        if config.decoder_sigma == "shared":  # one learned log sigma, started at config.sigma
+            self.log_sigma = nn.Parameter(torch.tensor(math.log(config.sigma)))
 
     @property
     def latent_dim(self) -> int:
@@ -163,13 +186,41 @@ class LatentModel(nn.Module):
         """Where the weights live: the device that inputs must be moved to."""
         return next(self.parameters()).device
 
+    def decode_params(self, z: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The parameters of ``p(x|z)``: ``{"out": logits or Gaussian mean}``, and for a
+        learned sigma also ``"x_logvar"``, the log-variance of each value (a scalar for a
+        shared sigma, ``(N, C, H, W)`` for a per-pixel one). A fixed sigma stays in the config.
+        """
+        out = self.decoder(z)
+        mode, floor = self.config.decoder_sigma, self.config.min_sigma
+        if mode == "fixed":
+            return {"out": out}
+        raw = 2 * self.log_sigma if mode == "shared" else None
+        if mode == "pixel":
+            out, raw = out.chunk(2, dim=1)  # the first C channels are the mean, the last C the log-variance
+        x_logvar = torch.logaddexp(raw, torch.tensor(2 * math.log(floor), device=raw.device)) if floor > 0 else raw
+        return {"out": out, "x_logvar": x_logvar}
+
+    def log_likelihood(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """``log p(x|z)`` per image, with this model's likelihood and sigma (fixed or learned)."""
+        params = self.decode_params(z)
+        return log_likelihood(params["out"], x, self.config.likelihood, self.config.sigma, params.get("x_logvar"))
+
+    def decoder_sigma(self) -> float | None:
+        """The decoder's shared standard deviation (fixed or learned); None for Bernoulli or per-pixel sigmas."""
+        if self.config.likelihood != "gaussian" or self.config.decoder_sigma == "pixel":
+            return None
+        if self.config.decoder_sigma == "fixed":
+            return self.config.sigma
+        return math.sqrt(math.exp(2 * float(self.log_sigma.detach())) + self.config.min_sigma ** 2)
+
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """The image a latent vector decodes to: the mean of ``p(x|z)``.
 
         Bernoulli: ``sigmoid(logits)``, the probability of each pixel being on, which
         for grey images in [0, 1] is their expected value. Gaussian: the mean itself.
         """
-        return self.output_mean(self.decoder(z))
+        return self.output_mean(self.decode_params(z)["out"])
 
     def output_mean(self, out: torch.Tensor) -> torch.Tensor:
         """The mean of ``p(x|z)`` from the decoder's raw output: ``sigmoid`` of logits, or the Gaussian mean."""
@@ -199,9 +250,9 @@ class Autoencoder(LatentModel):
         return self.encode(x)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """``{"out": decoder output (logits or mean), "z": code}``."""
+        """``{"out": decoder output (logits or mean), "z": code}`` (and ``"x_logvar"`` for a learned sigma)."""
         z = self.encode(x)
-        return {"out": self.decoder(z), "z": z}
+        return {**self.decode_params(z), "z": z}
 
 
 class VAE(LatentModel):
@@ -241,10 +292,11 @@ class VAE(LatentModel):
         return self.encode(x)[0]
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """``{"out": decoder output, "z": a sample from q(z|x), "mu": ..., "logvar": ...}``."""
+        """``{"out": decoder output, "z": a sample from q(z|x), "mu": ..., "logvar": ...}``
+        (and ``"x_logvar"`` for a learned sigma)."""
         mu, logvar = self.encode(x)
         z = self.reparameterise(mu, logvar)
-        return {"out": self.decoder(z), "z": z, "mu": mu, "logvar": logvar}
+        return {**self.decode_params(z), "z": z, "mu": mu, "logvar": logvar}
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -178,6 +178,8 @@ def train(model_config: ModelConfig, train_config: TrainConfig, train_set: Image
                         "train_kl": train_kl, "test_loss": test["loss"], "test_recon": test["recon"],
                         "test_kl": test["kl"], "test_mse": test["mse"], "lr": tcfg.lr, "seconds": seconds,
                         "images_per_second": n / seconds})
+        if cfg.decoder_sigma == "shared":  # where a learned sigma has got to
+            history[-1]["decoder_sigma"] = model.decoder_sigma()
         elapsed += seconds
         if run.rank == 0:  # only rank 0 reports and writes
             _end_of_epoch(run_dir, model, optimizer, cfg, tcfg, history, elapsed, progress)
