@@ -138,3 +138,22 @@ def anomaly_figure(normal: torch.Tensor, anomalous: torch.Tensor, labels: tuple[
     ax.legend(frameon=False)
     fig.tight_layout()
     return save(fig, path)
+
+
+@torch.no_grad()
+def pixel_sigma_figure(model: VAE, images: torch.Tensor, n: int = 10, seed: int = 0,
+                       path: str | os.PathLike | None = None) -> Figure:
+    """A decoder with a standard deviation per pixel: inputs, the mean of ``p(x|z)`` at the posterior
+    mean, the standard deviation of every pixel (white = the largest in the row, given in the title),
+    and one draw ``x ~ N(mean, sigma^2)``: the noise the model believes the data to have."""
+    x = as_float(images[:n])
+    model.eval()
+    params = model.decode_params(model.embed(x.to(model.device)))
+    mean, sigma = params["out"].float().cpu(), params["x_logvar"].float().cpu().mul(0.5).exp()
+    gen = torch.Generator().manual_seed(seed)
+    draw = mean + sigma * torch.randn(mean.shape, generator=gen)
+    top = float(sigma.max())
+    rows = [("input", x), ("mean of p(x|z)", mean.clamp(0, 1)),
+            (f"sigma per pixel (white = {top:.2f}, black = 0)", sigma / top),
+            ("a draw from p(x|z)", draw.clamp(0, 1))]
+    return save(rows_figure(rows, scale=0.9), path)
