@@ -177,3 +177,60 @@ def test_figures_without_models_have_text_legible_in_the_text_column():
         fig = row.make(None, None)
         assert smallest_text_px(fig) >= 10.5, row.file
         plt.close(fig)
+
+
+def test_information_split_figure_stacks_the_split_it_is_given_under_a_log_n_line():
+    """The bars are the numbers of `latent_information`, information below and mismatch above; text is legible."""
+    import math
+
+    import matplotlib.pyplot as plt
+
+    from vaebook.information import latent_information
+    from vaebook.plots.base import smallest_text_px
+
+    data, vae = _data(60), _model("vae", 3)
+    splits = plots.information_splits({"tiny": vae, "same": vae}, data)
+    with torch.no_grad():
+        direct = latent_information(*vae.encode(data.float()))
+    assert splits["tiny"] == direct == splits["same"]  # all of the images, one seeded draw each
+    splits["wide"] = {"mutual_information": 4.0, "kl": 9.0, "marginal_kl": 5.0, "log_n": math.log(60)}
+    fig = plots.information_split_figure(splits)
+    ax = fig.axes[0]
+    bars = {gid: [p for p in ax.patches if p.get_gid() == gid] for gid in ("information", "mismatch")}
+    for i, s in enumerate(splits.values()):
+        information, mismatch = bars["information"][i], bars["mismatch"][i]
+        assert information.get_y() == 0 and information.get_height() == pytest.approx(s["mutual_information"])
+        assert mismatch.get_y() == pytest.approx(s["mutual_information"])
+        assert mismatch.get_y() + mismatch.get_height() == pytest.approx(s["kl"])
+    (line,) = [ln for ln in ax.lines if ln.get_gid() == "log_n"]
+    assert line.get_ydata()[0] == pytest.approx(math.log(60))
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["tiny", "same", "wide"]
+    assert smallest_text_px(fig) >= 10.5
+    plt.close(fig)
+
+
+def test_latent_traversals_put_a_switched_off_dimension_last_and_its_row_is_constant(tmp_path):
+    """A dimension whose posterior is the prior for every image (KL 0) and that the decoder ignores decodes to one
+    image all along its row; the rows come in order of mean KL, as the figure labels them."""
+    import matplotlib.pyplot as plt
+
+    from vaebook.plots.base import smallest_text_px
+
+    data, vae = _data(50), _model("vae", 3)
+    with torch.no_grad():
+        for head in (vae.to_mu, vae.to_logvar):  # q(z_1 | x) = N(0, 1) for every x
+            head.weight[1] = 0
+            head.bias[1] = 0
+        vae.decoder[0].weight[:, 1] = 0  # and the decoder ignores z_1
+    kl = evaluate.kl_per_dimension(vae, data)
+    rows = plots.latent_traversals(vae, data, dims=3, values=(-2, 0, 2))
+    assert [j for j, _, _ in rows] == torch.argsort(kl, descending=True).tolist() and rows[-1][0] == 1
+    assert [k for _, k, _ in rows] == pytest.approx(kl[[j for j, _, _ in rows]].tolist()) and rows[-1][1] == 0
+    for j, _, images in rows:
+        assert images.shape == (3, 1, 28, 28)
+        change = float((images - images[0]).abs().max())
+        assert change < 1e-6 if j == 1 else change > 1e-3  # only the switched-off row stays put
+    fig = plots.traversal_comparison_figure({"a": vae, "b": _model("vae", 3, seed=1)}, data, dims=2,
+                                            path=tmp_path / "t.png")
+    assert (tmp_path / "t.png").read_bytes()[:4] == b"\x89PNG" and smallest_text_px(fig) >= 10.5
+    plt.close(fig)

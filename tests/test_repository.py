@@ -4,7 +4,8 @@ import subprocess
 
 from conftest import REPO_ROOT
 
-BUDGET_MB = 40  # every tracked file together; the chapters still to come and their models included
+BUDGET_MB = 50  # every tracked file together (40 until issue 15 shipped a fourth face VAE), far below the
+# 64 MiB that the GPU machines accept as a working tree
 
 
 def test_tracked_files_stay_under_the_budget():

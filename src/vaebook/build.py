@@ -5,19 +5,14 @@
 that makes it, the shipped models and the data set it needs. Find a figure of the
 book in this table and you have the function that draws it.
 
-* `build_artefacts` (``python -m vaebook figures``) makes every row from the shipped
-  weights: a loop over the table.
-* `train_experiment` (``python -m vaebook train``) trains one experiment, and with
-  ``publish`` copies it into the weights folder.
-* `evaluation_table` (``python -m vaebook evaluate``) scores shipped models.
-* `reproduce` (``python -m vaebook reproduce``) trains every book experiment, then
-  builds every artefact and the evaluation table.
+`build_artefacts` (``python -m vaebook figures``) makes every row from the shipped
+weights: a loop over the table. The jobs that train and score the models, and
+``reproduce``, which runs them all, are in `vaebook.jobs`.
 """
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -25,15 +20,13 @@ from typing import Any, Callable, Sequence
 import matplotlib.pyplot as plt
 import torch
 
-from . import checkpoints, experiments, plots
-from .checkpoints import PRETRAINED_DIR, load_pretrained, manifest, read_json, write_json
+from . import experiments, plots, priors
+from .checkpoints import load_pretrained, manifest, write_json
 from .data import ImageDataset, fashion_mnist, frey_faces
-from .distributed import rank
 from .errors import CheckpointError, DataNotFoundError
-from .evaluate import celeba_numbers, evaluate_model, reconstruction_errors
+from .evaluate import celeba_numbers, reconstruction_errors
 from .models import LatentModel
 from .speed import pick_device
-from .train import train
 
 RESULTS = "results"  # where the JSON files of numbers go, apart from the images
 
@@ -174,6 +167,18 @@ ARTEFACTS: tuple[Artefact, ...] = (
     Artefact("images/fmnist-beta-kl-per-dim.png", ("06-training-a-vae.qmd",),
              lambda b, p: plots.kl_per_dimension_figure(_betas(b, experiments.BETAS), b.fmnist_test, path=p),
              _BETA_NAMES, _FM),
+    Artefact("images/fmnist-elbo-surgery.png", ("06-training-a-vae.qmd",),  # the 2,000 images of the beta sweep
+             lambda b, p: plots.information_split_figure(plots.information_splits(
+                 {"conv 2-d\n$\\beta$ = 1": b.model("fmnist-vae-2d"), "conv 16-d\n$\\beta$ = 1": b.model("fmnist-vae"),
+                  **{f"MLP 20-d\n$\\beta$ = {x:g}": m for x, m in zip(experiments.BETAS,
+                                                                    _betas(b, experiments.BETAS).values())}},
+                 b.fmnist_test.images[:2000]), path=p),
+             ("fmnist-vae-2d", "fmnist-vae") + _BETA_NAMES, _FM),
+    Artefact("images/fmnist-traversals.png", ("06-training-a-vae.qmd",),
+             lambda b, p: plots.traversal_comparison_figure(
+                 {f"$\\beta$ = {x:g}": m for x, m in zip((1, 4, 16), _betas(b, (1, 4, 16)).values())}, b.fmnist_test,
+                 path=p),
+             ("fmnist-mlp-vae", "fmnist-mlp-vae-beta4", "fmnist-mlp-vae-beta16"), _FM),
     Artefact("images/fmnist-naive-monte-carlo.png", ("04-latent-variable-models.qmd",),
              lambda b, p: plots.naive_monte_carlo_figure(b.model("fmnist-mlp-vae"), b.fmnist_test.images[0], path=p),
              ("fmnist-mlp-vae",), _FM),
@@ -208,6 +213,14 @@ ARTEFACTS: tuple[Artefact, ...] = (
              lambda b, p: plots.training_curves_figure(b.history("celeba-ae", "celeba-vae", "celeba-vae-sigma0.1"),
                                                        path=p),
              ("celeba-ae", "celeba-vae", "celeba-vae-sigma0.1"), _CE),
+    Artefact("images/celeba-learned-sigma.png", ("07-faces.qmd",),
+             lambda b, p: plots.likelihood_width_figure(
+                 {f"learned sigma = {b.model('celeba-vae-learned-sigma').decoder_sigma():.3f}":
+                  b.model("celeba-vae-learned-sigma")}, b.celeba[1].images, path=p),
+             ("celeba-vae-learned-sigma",), _CE),
+    Artefact("images/fmnist-pixel-sigma.png", ("07-faces.qmd",),
+             lambda b, p: plots.pixel_sigma_figure(b.model("fmnist-mlp-vae-pixel-sigma"), b.fmnist_test.images, path=p),
+             ("fmnist-mlp-vae-pixel-sigma",), _FM),
     Artefact("images/celeba-sigma.png", ("07-faces.qmd",),
              lambda b, p: plots.likelihood_width_figure(
                  {f"sigma = {b.model(n).config.sigma:g}": b.model(n) for n in ("celeba-vae", "celeba-vae-sigma0.1")},
@@ -215,8 +228,15 @@ ARTEFACTS: tuple[Artefact, ...] = (
              ("celeba-vae", "celeba-vae-sigma0.1"), _CE),
     Artefact(f"{RESULTS}/celeba-numbers.json", ("07-faces.qmd",),
              lambda b, p: write_json(p, celeba_numbers(b.model("celeba-vae"), *b.celeba)), ("celeba-vae",), _CE),
+    Artefact("images/celeba-fitted-prior.png", ("07-faces.qmd",), lambda b, p: plots.fitted_prior_figure(b.models(
+        {"sigma = 0.1": "celeba-vae-sigma0.1", "sigma = 0.5": "celeba-vae"}), b.celeba[0], path=p),
+        ("celeba-vae-sigma0.1", "celeba-vae"), _CE),
+    Artefact(f"{RESULTS}/celeba-fitted-prior.json", ("07-faces.qmd",), lambda b, p: write_json(
+        p, priors.fitted_prior_numbers(b.model("celeba-vae-sigma0.1"), *b.celeba)), ("celeba-vae-sigma0.1",), _CE),
+    Artefact("images/celeba-traversals.png", ("07-faces.qmd",), lambda b, p: plots.latent_traversal_figure(
+        b.model("celeba-vae"), b.celeba[1], dims=8, path=p), ("celeba-vae",), _CE),  # from z = 0
 )
-EVALUATION = Artefact(f"{RESULTS}/evaluation.json", ("08-evaluation.qmd",),
+EVALUATION = Artefact(f"{RESULTS}/evaluation.json", ("07-faces.qmd", "08-evaluation.qmd"),
                       lambda b, p: None)  # written by `evaluation_table`, which `reproduce` runs after the rest
 
 
@@ -256,124 +276,4 @@ def build_artefacts(images: str | Path = "images", results: str | Path = RESULTS
         if result is not None:
             plt.close(result)
         written.append(path)
-    return written
-
-
-def train_experiment(name: str, out: str | Path = "runs", weights: str | Path | None = None,
-                     data_root: str | Path | None = None, device: str | None = None, download: bool = True,
-                     epochs: int | None = None, lr: float | None = None, restart: bool = False,
-                     publish: bool = False, progress: bool = True, compile: bool = False, precision: str = "auto",
-                     graphs: str = "auto") -> None:
-    """Train the experiment ``name`` into ``out/name`` (resuming if it can) and report it; with ``publish``,
-    copy the model into the weights folder (``weights``, or the package's) with its hash and test metrics."""
-    exp = experiments.get(name).with_epochs(epochs)
-    if lr is not None:
-        exp = replace(exp, train=replace(exp.train, lr=lr))
-    train_set, test_set = exp.load_data(data_root, download=download)
-    run_dir = Path(out) / name
-    t0 = time.perf_counter()
-    result = train(exp.model, exp.train, train_set, test_set, run_dir, device=device, progress=progress,
-                   resume=not restart, meta={"experiment": name, "data": exp.data}, compile=compile,
-                   precision=precision, graphs=graphs)
-    if rank() != 0:
-        return  # under torchrun, rank 0 reports and publishes
-    last = result.history[-1] if result.history else {}
-    print(f"{name}: {len(result.history)} epochs, test loss {last.get('test_loss', float('nan')):.2f} nats/image, "
-          f"{time.perf_counter() - t0:.0f} s; model in {run_dir}")
-    if publish:
-        folder = Path(weights) if weights else PRETRAINED_DIR
-        entry = checkpoints.publish(run_dir, name, folder, test_set=test_set, beta=exp.train.beta)
-        print(f"{name}: published to {folder / entry['file']} (half precision; test loss of the shipped weights "
-              f"{entry['test_metrics']['loss']:.2f})")
-
-
-def evaluation_table(names: list[str], weights: str | Path | None = None, data_root: str | Path | None = None,
-                     device: str | None = None, download: bool = True, k: int | None = None, n: int | None = None,
-                     json_path: str | Path | None = None, skip_missing_data: bool = False,
-                     report: Callable[[str, dict], None] | None = None) -> dict[str, dict]:
-    """Score shipped models on their test sets (`vaebook.evaluate.evaluate_model`), each with its experiment's
-    ``k`` and ``n`` unless given; ``report(name, result)`` is called for each; with ``json_path`` the results are
-    merged into that file. A model whose data is missing stops the run, or is skipped with one line."""
-    dev = pick_device(device)
-    results = {}
-    for name in names:
-        exp = experiments.get(name)
-        try:
-            test = exp.load_split("test", data_root, download=download)
-        except DataNotFoundError as err:
-            if not skip_missing_data:
-                raise
-            print(f"skipped evaluating {name}: {str(err).splitlines()[0]}")
-            continue
-        model = load_pretrained(name, device=dev, folder=weights)
-        results[name] = evaluate_model(model, test, k=k or exp.eval_k, n=n or exp.eval_images)
-        if report:
-            report(name, results[name])
-    if json_path:
-        path = Path(json_path)
-        merged = read_json(path)["results"] if path.is_file() else {}
-        write_json(path, {"command": f"python -m vaebook evaluate --all --json {path}",
-                          "torch_version": torch.__version__, "device": str(dev),
-                          "results": {**merged, **results}})
-        print(f"wrote {path}")
-    return results
-
-
-def _relative_costs(names: list[str], epochs: int | None, shipped: dict) -> dict[str, float]:
-    """Relative training cost of each experiment: its shipped seconds per epoch times the epochs it will run.
-
-    Only ratios matter (the shipped times were recorded on another device); an
-    experiment without shipped weights counts as the median of the others.
-    """
-    per_epoch = {n: shipped[n]["wall_time_s"] / max(1, shipped[n]["epochs"]) for n in names if n in shipped}
-    typical = sorted(per_epoch.values())[len(per_epoch) // 2] if per_epoch else 1.0
-    return {n: per_epoch.get(n, typical) * (epochs or experiments.get(n).train.epochs) for n in names}
-
-
-def _minutes(seconds: float) -> str:
-    return f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
-
-
-def reproduce(out: str | Path = "runs", images: str | Path = "images", results: str | Path = RESULTS,
-              weights: str | Path | None = None, data_root: str | Path | None = None, device: str | None = None,
-              download: bool = True, epochs: int | None = None, k: int | None = None, progress: bool = True,
-              compile: bool = False, precision: str = "auto", graphs: str = "auto",
-              report: Callable[[str, dict], None] | None = None) -> list[Path]:
-    """Train and publish every book experiment (saying which of how many and about how long is left), then
-    make every artefact and the evaluation table. Experiments whose data is missing keep their shipped weights
-    (a missing Fashion-MNIST stops the run). Returns the files written."""
-    t0 = time.perf_counter()
-    names = [e.name for e in experiments.EXPERIMENTS.values() if e.book]
-    cost = _relative_costs(names, epochs, manifest(weights))
-    trained, done_cost, train_seconds = 0, 0.0, 0.0
-    for i, name in enumerate(names, 1):
-        left = sum(cost[n] for n in names[i - 1:])
-        estimate = (f"about {_minutes(train_seconds * left / done_cost)} of training left, by the shipped models' "
-                    "relative times" if done_cost > 0 else "the first experiment sets the pace of the estimate")
-        print(f"reproduce: experiment {i} of {len(names)}: {name} ({_minutes(time.perf_counter() - t0)} so far; "
-              f"{estimate})", flush=True)
-        start = time.perf_counter()
-        try:
-            train_experiment(name, out, weights, data_root, device, download, epochs, publish=True,
-                             progress=progress, compile=compile, precision=precision, graphs=graphs)
-            trained += 1
-        except DataNotFoundError as err:
-            if experiments.get(name).data == "fashion-mnist":
-                raise
-            # CelebA cannot be downloaded automatically: keep the shipped weights and say so.
-            print(f"skipped {name}: {str(err).splitlines()[0]} The shipped weights are kept; "
-                  f"see the README for where to get the data.")
-            continue
-        train_seconds += time.perf_counter() - start
-        done_cost += cost[name]
-    print(f"reproduce: drawing the figures ({_minutes(time.perf_counter() - t0)} so far)", flush=True)
-    written = build_artefacts(images, results, weights=weights, data_root=data_root, device=device,
-                              download=download, skip_missing_data=True)
-    table = Path(results) / Path(EVALUATION.file).name
-    print(f"reproduce: the evaluation table ({_minutes(time.perf_counter() - t0)} so far)", flush=True)
-    evaluation_table(list(manifest(weights)), weights, data_root, device, download, k=k, json_path=table,
-                     skip_missing_data=True, report=report)
-    written.append(table)
-    print(f"reproduce: trained and published {trained} of {len(names)} models, "
-          f"wrote {len(written)} files to {images} and {results} in {time.perf_counter() - t0:.0f} s")
     return written

@@ -139,7 +139,7 @@ def _print_evaluation(name: str, r: dict) -> None:
 
 
 def _evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from .build import evaluation_table
+    from .jobs import evaluation_table
     from .checkpoints import manifest
 
     _positive(parser, args.k, "-k")
@@ -186,7 +186,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         _positive(parser, args.epochs, "--epochs")
         _positive(parser, args.lr, "--lr")
         _check_folders(args)
-        from .build import train_experiment
+        from .jobs import train_experiment
 
         train_experiment(args.name, args.out, lr=args.lr, restart=args.restart, publish=args.publish,
                          **_training_args(args))
@@ -197,7 +197,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.command == "evaluate":
         return _evaluate(args, parser)
     if args.command == "reproduce":
-        from .build import reproduce
+        from .jobs import reproduce
 
         _positive(parser, args.k, "-k")
         reproduce(args.out, args.images, args.results, k=args.k, report=_print_evaluation, **_training_args(args))

@@ -46,15 +46,17 @@ def latent_information(mu: torch.Tensor, logvar: torch.Tensor, samples: int = 1,
     eps = torch.randn(samples, n, d, generator=gen, dtype=torch.float64)
     z = (mu + (0.5 * logvar).exp() * eps).reshape(samples * n, d)
     own = torch.arange(n).repeat(samples)                   # the image each draw came from
-    mu_t, logvar_t = mu.T.contiguous(), logvar.T.contiguous()
+    # log q(z | x_m) = -(sum_j (z_j - mu_mj)^2 / v_mj + log v_mj + log 2 pi) / 2, expanded so that the
+    # terms in z are two matrix products against all N posteriors at once:
+    # sum_j z_j^2 / v_mj - 2 z_j mu_mj / v_mj + (mu_mj^2 / v_mj + log v_mj + log 2 pi)
+    precision = (-logvar).exp()                                  # 1 / v, (N, d)
+    constant = (mu.pow(2) * precision + logvar).sum(1) + d * math.log(2 * math.pi)
     rows = max(1, chunk_elements // n)
     total = 0.0
     for i in range(0, len(z), rows):
         zi, oi = z[i:i + rows], own[i:i + rows]
         log_q_own = normal_log_density(zi, mu[oi], logvar[oi]).sum(1)
-        log_q_all = torch.zeros(len(zi), n, dtype=torch.float64)   # log q(z_i | x_m) for every m
-        for j in range(d):  # a diagonal Gaussian's log-density is a sum over coordinates
-            log_q_all += normal_log_density(zi[:, j, None], mu_t[j], logvar_t[j])
+        log_q_all = -0.5 * (zi.pow(2) @ precision.T - 2 * zi @ (mu * precision).T + constant)  # (rows, N)
         log_q_aggregate = torch.logsumexp(log_q_all, dim=1) - math.log(n)
         total += float((log_q_own - log_q_aggregate).sum())
     mi = total / len(z)

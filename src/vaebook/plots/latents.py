@@ -1,7 +1,9 @@
-"""Latent spaces: codes by class, random codes decoded, the 2-D manifold, interpolations, KL per dimension."""
+"""Latent spaces: codes by class, random codes decoded, the 2-D manifold, interpolations, KL per dimension,
+the split of the KL into information and prior mismatch, latent traversals."""
 
 from __future__ import annotations
 
+import math
 import os
 
 import matplotlib.pyplot as plt
@@ -11,6 +13,7 @@ from matplotlib.figure import Figure
 
 from ..data import ImageDataset
 from ..evaluate import embed_dataset, kl_per_dimension, pca, prior_samples
+from ..information import latent_information
 from ..models import LatentModel, VAE, fit_latent_samplers
 from .base import as_float, decodes, grid_array, rows_figure, save
 
@@ -115,4 +118,111 @@ def kl_per_dimension_figure(models: dict[str, VAE], data: ImageDataset,
     ax.set_ylim(bottom=1e-3)
     ax.legend(frameon=False, fontsize=7, ncol=len(models), loc="lower center", bbox_to_anchor=(0.5, 1.0))
     fig.tight_layout()
+    return save(fig, path)
+
+
+@torch.no_grad()
+def latent_traversal_figure(model: VAE, data: ImageDataset | torch.Tensor, dims: int = 8,
+                            values: tuple[float, ...] = (-3, -2, -1, 0, 1, 2, 3), start: torch.Tensor | None = None,
+                            path: str | os.PathLike | None = None) -> Figure:
+    """Latent traversals: one row per latent dimension, the ``dims`` with the largest mean KL first.
+
+    Every row starts from the same point ``start`` (default ``z = 0``, the prior's mode)
+    and sets one coordinate to each of ``values`` (in prior standard deviations) while the
+    others stay fixed. A row that does not change is a dimension the decoder ignores;
+    the label gives the dimension's index and its mean KL over ``data`` in nats.
+    """
+    kl = kl_per_dimension(model, data)
+    order = torch.argsort(kl, descending=True)[:dims]
+    z0 = torch.zeros(model.latent_dim) if start is None else start.detach().float().cpu().reshape(-1)
+    rows = []
+    for j in order.tolist():
+        z = z0.repeat(len(values), 1)
+        z[:, j] = torch.tensor(values, dtype=z.dtype)
+        rows.append((f"$z_{{{j}}}$: KL {kl[j]:.2f}", decodes(model, z)))
+    return save(rows_figure(rows), path)
+
+
+@torch.no_grad()
+def information_splits(models: dict[str, VAE], data: ImageDataset | torch.Tensor,
+                       seed: int = 0) -> dict[str, dict[str, float]]:
+    """`vaebook.information.latent_information` of each model on all of ``data``: ``{label: split}``.
+
+    Each model encodes the images, draws one ``z`` per image (seeded with ``seed``) and splits
+    its mean KL into ``mutual_information`` and ``marginal_kl`` (nats; Hoffman and Johnson's ELBO surgery).
+    """
+    images = as_float(data.images if isinstance(data, ImageDataset) else data)
+    splits = {}
+    for label, model in models.items():
+        model.eval()
+        mu, logvar = model.encode(images.to(model.device))
+        splits[label] = latent_information(mu, logvar, seed=seed)
+    return splits
+
+
+def information_split_figure(splits: dict[str, dict[str, float]], path: str | os.PathLike | None = None) -> Figure:
+    """Each model's mean KL as a stacked bar: information ``I_q(x; z)`` below, mismatch ``KL(q(z) || p(z))`` above.
+
+    ``splits`` is ``{label: latent_information(...)}``, drawn left to right in its order; the
+    total (the mean KL, nats per image) is written above each bar, and a dashed line marks
+    ``log N``, the most information a code can carry about which of ``N`` images it came from.
+    """
+    labels = list(splits)
+    mi = np.array([splits[k]["mutual_information"] for k in labels])
+    mismatch = np.array([splits[k]["marginal_kl"] for k in labels])
+    x = np.arange(len(labels))
+    fig, ax = plt.subplots(figsize=(7.2, 3.6))
+    ax.bar(x, mi, width=0.65, color="C0", label="information $I_q(x;\\, z)$", gid="information")
+    ax.bar(x, mismatch, bottom=mi, width=0.65, color="C1", label="mismatch KL$(q(z)\\,\\|\\,p(z))$", gid="mismatch")
+    for xi, total in zip(x, mi + mismatch):
+        ax.annotate(f"{total:.1f}", (xi, total), xytext=(0, 2), textcoords="offset points", ha="center",
+                    va="bottom", zorder=3, bbox={"facecolor": "white", "edgecolor": "none", "pad": 0.5})
+    for log_n in sorted({round(s["log_n"], 9) for s in splits.values()}):
+        ax.axhline(log_n, color="k", ls="--", lw=1, gid="log_n", zorder=2,
+                   label=f"log N = {log_n:.2f} (N = {math.exp(log_n):,.0f} images)")
+    ax.set_xticks(x, labels)
+    ax.set_xlim(-0.6, len(labels) - 0.4)
+    ax.set_ylim(0, 1.12 * float((mi + mismatch).max()))
+    ax.set_ylabel("mean KL per image (nats)")
+    ax.legend(frameon=False, loc="upper right")
+    fig.tight_layout()
+    return save(fig, path)
+
+
+@torch.no_grad()
+def latent_traversals(model: VAE, data: ImageDataset | torch.Tensor, dims: int = 8,
+                      values: tuple[float, ...] = (-3, -2, -1, 0, 1, 2, 3),
+                      start: torch.Tensor | None = None) -> list[tuple[int, float, torch.Tensor]]:
+    """The traversals that `latent_traversal_figure` draws, as ``(dimension, mean KL in nats, decodes)`` rows.
+
+    The ``dims`` dimensions with the largest mean KL over ``data`` come first; row ``j``
+    decodes ``start`` (default ``z = 0``) with coordinate ``j`` set to each of ``values``.
+    """
+    kl = kl_per_dimension(model, data)
+    z0 = torch.zeros(model.latent_dim) if start is None else start.detach().float().cpu().reshape(-1)
+    rows = []
+    for j in torch.argsort(kl, descending=True)[:dims].tolist():
+        z = z0.repeat(len(values), 1)
+        z[:, j] = torch.tensor(values, dtype=z.dtype)
+        rows.append((j, float(kl[j]), decodes(model, z)))
+    return rows
+
+
+def traversal_comparison_figure(models: dict[str, VAE], data: ImageDataset | torch.Tensor, dims: int = 8,
+                                values: tuple[float, ...] = (-3, -2, -1, 0, 1, 2, 3),
+                                path: str | os.PathLike | None = None) -> Figure:
+    """`latent_traversal_figure` for several models side by side: one column per model, titled with its label.
+
+    Each column holds the model's ``dims`` dimensions of largest mean KL over ``data``, from
+    ``z = 0``; each row is labelled with the dimension's index and mean KL in nats.
+    """
+    columns = {label: latent_traversals(model, data, dims, values) for label, model in models.items()}
+    n, size = len(values), 0.42  # images per row; inches per image
+    fig = plt.figure(figsize=(len(models) * (n * size + 0.25), dims * (size + 0.3) + 0.35), layout="constrained")
+    for subfig, (label, rows) in zip(np.atleast_1d(fig.subfigures(1, len(models), wspace=0.04)), columns.items()):
+        subfig.suptitle(label, fontsize=12)
+        for ax, (j, kl, images) in zip(np.atleast_1d(subfig.subplots(len(rows), 1)), rows):
+            ax.imshow(grid_array(images, nrow=n), interpolation="nearest")
+            ax.set_axis_off()
+            ax.set_title(f"$z_{{{j}}}$: KL {kl:.2f}", loc="left", fontsize=11, pad=2)
     return save(fig, path)
