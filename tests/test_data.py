@@ -726,3 +726,13 @@ def test_a_root_that_does_not_exist_is_called_that(tmp_path, isolated_env):
     with pytest.raises(DataNotFoundError) as info:
         fashion_mnist("train", root=tmp_path / "typo", download=False)
     assert f"Searched: {tmp_path / 'typo'} (the path you gave, does not exist)." in str(info.value)
+
+
+def test_an_experiment_loads_celeba_quietly_when_asked(tmp_path, isolated_env, capfd):
+    """``python -m vaebook train NAME --quiet`` prints no JPEG-decoding bar (it reaches the loader as progress=False)."""
+    from vaebook.experiments import get
+
+    make_celeba(tmp_path / "celeba", n=12)
+    train, test = get("celeba-vae").load_data(tmp_path / "celeba", progress=False)
+    assert len(train) == 10 and len(test) == 1
+    assert "decoding CelebA" not in capfd.readouterr().err

@@ -59,16 +59,22 @@ class Experiment:
     eval_k: int = 2000
     eval_images: int = 500
 
-    def load_split(self, split: str, root: str | None = None, download: bool = True) -> ImageDataset:
-        """One split (``"train"`` or ``"test"``) of this experiment's data set, as the model expects it."""
+    def load_split(self, split: str, root: str | None = None, download: bool = True,
+                   progress: bool = True) -> ImageDataset:
+        """One split (``"train"`` or ``"test"``) of this experiment's data set, as the model expects it
+        (``progress``: CelebA's bar while it decodes JPEGs the first time)."""
         options = dict(self.data_options)
         if self.data in ("fashion-mnist", "frey"):
             options["download"] = download
+        if self.data == "celeba":
+            options["progress"] = progress
         return DATASETS[self.data](split, root=root, **options)
 
-    def load_data(self, root: str | None = None, download: bool = True) -> tuple[ImageDataset, ImageDataset]:
+    def load_data(self, root: str | None = None, download: bool = True,
+                  progress: bool = True) -> tuple[ImageDataset, ImageDataset]:
         """The (train, test) sets this experiment trains and evaluates on."""
-        train, test = self.load_split("train", root, download), self.load_split("test", root, download)
+        train = self.load_split("train", root, download, progress)
+        test = self.load_split("test", root, download, progress)
         if self.exclude_labels:
             keep = ~torch.isin(train.labels, torch.tensor(self.exclude_labels))
             train = train.subset(keep.nonzero().squeeze(1))

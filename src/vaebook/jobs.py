@@ -35,7 +35,7 @@ def train_experiment(name: str, out: str | Path = "runs", weights: str | Path | 
     exp = experiments.get(name).with_epochs(epochs)
     if lr is not None:
         exp = replace(exp, train=replace(exp.train, lr=lr))
-    train_set, test_set = exp.load_data(data_root, download=download)
+    train_set, test_set = exp.load_data(data_root, download=download, progress=progress)
     run_dir = Path(out) / name
     t0 = time.perf_counter()
     result = train(exp.model, exp.train, train_set, test_set, run_dir, device=device, progress=progress,
