@@ -8,7 +8,7 @@ import torch
 
 from vaebook.checkpoints import load_model, save_model
 from vaebook.experiments import QUANTISATION_SIGMA
-from vaebook.losses import LOG_2PI, gaussian_log_likelihood, log_likelihood, loss_terms, optimal_sigma
+from vaebook.losses import LOG_2PI, gaussian_log_likelihood, implied_mse, log_likelihood, loss_terms, optimal_sigma
 from vaebook.models import ModelConfig, build_model
 
 SMALL = dict(kind="vae", arch="mlp", in_shape=(1, 6, 5), latent_dim=3, hidden=16, likelihood="gaussian")
@@ -112,3 +112,11 @@ def test_fixed_sigma_models_are_unchanged():
     assert "log_sigma" not in dict(model.named_parameters())
     assert "x_logvar" not in model(torch.rand(2, 1, 6, 5))
     assert model.decoder_sigma() == 0.3
+
+
+def test_implied_mse_inverts_the_gaussian_reconstruction_term():
+    gen = torch.Generator().manual_seed(1)
+    x, mean = torch.rand(3, 3, 8, 8, generator=gen), torch.rand(3, 3, 8, 8, generator=gen)
+    for sigma in (0.05, 0.3, 1.0):
+        recon = float(-gaussian_log_likelihood(mean, x, sigma).mean())
+        assert implied_mse(recon, sigma, 3 * 8 * 8) == pytest.approx(float((x - mean).pow(2).mean()), rel=1e-5)

@@ -72,6 +72,16 @@ def optimal_sigma(mean: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return (x - mean).pow(2).mean().sqrt()
 
 
+def implied_mse(recon: float, sigma: float, dims: int) -> float:
+    """The mean squared error per value behind a Gaussian reconstruction term ``recon`` (nats per image).
+
+    Inverts ``recon = SSE / (2 sigma^2) + D log sigma + (D/2) log 2 pi`` for ``SSE / D``, so a
+    recorded ``-log p(x|z)`` gives back the error the decoder made; its root is the sigma*
+    of `optimal_sigma` for those errors.
+    """
+    return 2 * sigma**2 * (recon - dims * math.log(sigma) - 0.5 * dims * LOG_2PI) / dims
+
+
 def log_likelihood(out: torch.Tensor, x: torch.Tensor, likelihood: str, sigma: float = 1.0,
                    x_logvar: torch.Tensor | None = None) -> torch.Tensor:
     """``log p(x|z)`` from the decoder's output: logits (Bernoulli) or the mean (Gaussian).

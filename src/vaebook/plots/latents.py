@@ -132,15 +132,8 @@ def latent_traversal_figure(model: VAE, data: ImageDataset | torch.Tensor, dims:
     others stay fixed. A row that does not change is a dimension the decoder ignores;
     the label gives the dimension's index and its mean KL over ``data`` in nats.
     """
-    kl = kl_per_dimension(model, data)
-    order = torch.argsort(kl, descending=True)[:dims]
-    z0 = torch.zeros(model.latent_dim) if start is None else start.detach().float().cpu().reshape(-1)
-    rows = []
-    for j in order.tolist():
-        z = z0.repeat(len(values), 1)
-        z[:, j] = torch.tensor(values, dtype=z.dtype)
-        rows.append((f"$z_{{{j}}}$: KL {kl[j]:.2f}", decodes(model, z)))
-    return save(rows_figure(rows), path)
+    rows = latent_traversals(model, data, dims, values, start)
+    return save(rows_figure([(f"$z_{{{j}}}$: KL {kl:.2f}", images) for j, kl, images in rows]), path)
 
 
 @torch.no_grad()
