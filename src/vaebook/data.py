@@ -32,7 +32,7 @@ import os
 import struct
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Literal, Sequence
+from typing import Any, Callable, Literal, Sequence
 
 import numpy as np
 import torch
@@ -96,6 +96,25 @@ class ImageDataset:
 def to_float(images: torch.Tensor) -> torch.Tensor:
     """uint8 pixels 0..255 to floats in [0, 1] (on whatever device they are)."""
     return images.float().div_(255.0)
+
+
+def condition_vectors(config: Any, data: ImageDataset) -> torch.Tensor:
+    """The ``y`` a conditional model sees for each image, ``(N, c)`` floats, as ``config.condition`` names it:
+    ``("class",)``: the one-hot class label; attribute names: those 0/1 attributes (CelebA).
+
+    Raises ValueError (naming what is missing) if the data set does not carry them.
+    """
+    names = tuple(config.condition)
+    if names == ("class",):
+        if data.labels is None or not data.class_names:
+            raise ValueError(f"{data.name or 'this data set'} has no class labels to condition on")
+        return torch.nn.functional.one_hot(data.labels, len(data.class_names)).float()
+    if data.attributes is None:
+        raise ValueError(f"{data.name or 'this data set'} has no attributes to condition on ({', '.join(names)})")
+    missing = [n for n in names if n not in data.attribute_names]
+    if missing:
+        raise ValueError(f"unknown attributes {', '.join(missing)}; known: {', '.join(data.attribute_names)}")
+    return data.attributes[:, [data.attribute_names.index(n) for n in names]].float()
 
 
 # --------------------------------------------------------------------------- helpers

@@ -15,10 +15,10 @@ from typing import Any, Iterator, Sequence
 
 import torch
 
-from .data import ImageDataset, to_float
+from .data import ImageDataset, condition_vectors, to_float
 from .information import latent_information, normalized_mutual_information  # noqa: F401  (re-exported)
 from .losses import elbo_terms, gaussian_kl, normal_log_density
-from .models import LatentModel, VAE
+from .models import FAMILIES, VAE, LatentModel
 
 
 @contextlib.contextmanager
@@ -40,6 +40,15 @@ def full_float32() -> Iterator[None]:
 
 def _images(data: ImageDataset | torch.Tensor) -> torch.Tensor:
     return data.images if isinstance(data, ImageDataset) else data
+
+
+def _conditions(model: torch.nn.Module, data: ImageDataset | torch.Tensor) -> torch.Tensor | None:
+    """A conditional model's ``y`` for every image of ``data`` (None for other models)."""
+    if not model.config.condition:
+        return None
+    if not isinstance(data, ImageDataset):
+        raise ValueError("a conditional model is scored on an ImageDataset, whose labels or attributes give y")
+    return condition_vectors(model.config, data)
 
 
 def _inputs(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
@@ -64,10 +73,15 @@ def dataset_loss(model: LatentModel, data: ImageDataset | torch.Tensor, beta: fl
     cfg = model.config
     gen = torch.Generator().manual_seed(seed)  # on the CPU: the same z on every device
     images = _images(data)
+    ys = _conditions(model, data)
     totals = torch.zeros(4, dtype=torch.float64)
     for start in range(0, len(images), batch_size):
         x = to_float(images[start:start + batch_size].to(device))
-        if isinstance(model, VAE):
+        if cfg.kind in FAMILIES:  # a family scores itself (one sample of its latents, from gen)
+            y = None if ys is None else ys[start:start + batch_size].to(device)
+            output = model.score_terms(x, y, generator=gen)
+            x_mean = model.reconstruct(x, y)
+        elif isinstance(model, VAE):
             mu, logvar = model.encode(x)
             output = {**model.decode_params(model.reparameterise(mu, logvar, generator=gen)), "mu": mu, "logvar": logvar}
             x_mean = model.decode(mu)
@@ -306,6 +320,8 @@ def evaluate_model(model: LatentModel, data: ImageDataset | torch.Tensor, k: int
     ``data``; ``chunk`` bounds the decoder evaluations per batch of the IWAE estimate.
     """
     images = _images(data)
+    if model.config.kind in FAMILIES:
+        return _evaluate_family(model, data, k, n, seed)
     loss = dataset_loss(model, images, beta=1.0, seed=seed)
     out: dict[str, Any] = {"images": len(images), "recon": loss["recon"], "mse": loss["mse"]}
     if not isinstance(model, VAE):
@@ -322,6 +338,28 @@ def evaluate_model(model: LatentModel, data: ImageDataset | torch.Tensor, k: int
     if model.config.likelihood == "gaussian":  # a proper density of x: bits per dimension mean something
         dims = int(images[0].numel())
         out["neg_elbo_bpd"], out["iwae_nll_bpd"] = bits_per_dim(out["neg_elbo"], dims), bits_per_dim(out["iwae_nll"], dims)
+    return out
+
+
+def _evaluate_family(model: torch.nn.Module, data: ImageDataset | torch.Tensor, k: int, n: int | None,
+                     seed: int) -> dict[str, Any]:
+    """`evaluate_model` for a family of `vaebook.models.FAMILIES`: its negative ELBO, and the IWAE
+    estimate where the family has one (``log_likelihood_estimate``)."""
+    images = _images(data)
+    loss = dataset_loss(model, data, beta=1.0, seed=seed)
+    out: dict[str, Any] = {"images": len(images), "recon": loss["recon"], "mse": loss["mse"],
+                           "neg_elbo": loss["loss"], "kl": loss["kl"]}
+    if hasattr(model, "log_likelihood_estimate"):
+        m = len(images) if n is None else min(n, len(images))
+        sub = data.subset(m) if isinstance(data, ImageDataset) else images[:m]
+        ys = _conditions(model, sub)
+        gen = torch.Generator().manual_seed(seed)
+        with full_float32(), torch.no_grad():
+            iwae = torch.cat([model.log_likelihood_estimate(
+                _inputs(model, _images(sub)[i:i + 100]), k, generator=gen,
+                y=None if ys is None else ys[i:i + 100].to(model.device)) for i in range(0, m, 100)])
+        out.update({"k": k, "iwae_images": m, "iwae_nll": float(-iwae.mean()),
+                    "neg_elbo_on_iwae_images": dataset_loss(model, sub, beta=1.0, seed=seed)["loss"]})
     return out
 
 

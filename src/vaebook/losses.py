@@ -118,6 +118,8 @@ def elbo_terms(output: dict[str, torch.Tensor], x: torch.Tensor, likelihood: str
     ``x_logvar`` replaces ``sigma`` when the output has one) and ``kl = KL(q(z|x) || p(z))``,
     zero for an autoencoder's output, which has no ``mu``.
     """
+    if "recon" in output:  # a family of vaebook.models.FAMILIES scores itself: its terms are in the output
+        return {"recon": output["recon"], "kl": output["kl"]}
     recon = -log_likelihood(output["out"], x, likelihood, sigma, output.get("x_logvar"))
     kl = gaussian_kl(output["mu"], output["logvar"]) if "mu" in output else torch.zeros_like(recon)
     return {"recon": recon, "kl": kl}
@@ -137,9 +139,19 @@ def loss_terms(output: dict[str, torch.Tensor], x: torch.Tensor, likelihood: str
         ``recon`` (``-log p(x|z)``), ``kl`` (0 for an autoencoder) and
         ``loss = recon + beta * kl``: the negative (beta-)ELBO for a VAE, the negative
         log-likelihood of the reconstruction for an autoencoder.
+
+    A family of `vaebook.models.FAMILIES` puts its own per-image terms in its output:
+    ``recon`` and ``kl`` (the two parts of its negative ELBO), and optionally ``aux`` (a
+    training-only loss added to ``loss``, e.g. a VQ-VAE's codebook and commitment terms)
+    or ``objective`` (the training loss itself when it is not the ELBO, e.g. a diffusion
+    model's unweighted noise-prediction error).
     """
     terms = elbo_terms(output, x, likelihood, sigma)
     recon, kl = terms["recon"].mean(), terms["kl"].mean()
+    if "objective" in output:
+        return {"loss": output["objective"].mean(), "recon": recon, "kl": kl}
+    if "aux" in output:
+        return {"loss": recon + beta * kl + output["aux"].mean(), "recon": recon, "kl": kl}
     charged = kl
     if free_bits > 0 and "mu" in output:
         charged = gaussian_kl(output["mu"], output["logvar"], per_dimension=True).mean(0).clamp_min(free_bits).sum()

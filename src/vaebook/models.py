@@ -25,6 +25,7 @@ Architectures (`ModelConfig.arch`):
 
 from __future__ import annotations
 
+import importlib
 import math
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
@@ -36,6 +37,10 @@ from .losses import log_likelihood
 
 Likelihood = Literal["bernoulli", "gaussian"]
 DecoderSigma = Literal["fixed", "shared", "pixel"]
+Kind = Literal["ae", "vae", "cvae", "vqvae", "hvae", "diffusion"]
+# The families beyond one Gaussian latent live in modules of their own: kind -> (module, class).
+FAMILIES = {"cvae": ("conditional", "ConditionalVAE"), "vqvae": ("vq", "VQVAE"),
+            "hvae": ("hierarchical", "LadderVAE"), "diffusion": ("diffusion", "Diffusion")}
 
 
 @dataclass(frozen=True)
@@ -43,7 +48,9 @@ class ModelConfig:
     """Everything needed to rebuild a model; stored as JSON beside its weights.
 
     Attributes:
-        kind: ``"ae"`` (deterministic autoencoder) or ``"vae"``.
+        kind: ``"ae"`` (deterministic autoencoder) or ``"vae"``; or one of the families of
+            `FAMILIES`: ``"cvae"`` (`vaebook.conditional`), ``"vqvae"`` (`vaebook.vq`),
+            ``"hvae"`` (`vaebook.hierarchical`), ``"diffusion"`` (`vaebook.diffusion`).
         arch: ``"conv"``, ``"mlp"`` or ``"linear"`` (see the module docstring).
         in_shape: ``(C, H, W)`` of the images.
         latent_dim: size of ``z``.
@@ -62,9 +69,14 @@ class ModelConfig:
             ``sigma^2 = min_sigma^2 + exp(raw)``. Without one, a per-pixel sigma can shrink
             towards 0 where the data leave no error (constant pixels) and the likelihood
             grows without bound (Mattei & Frellsen 2018).
+        condition: cvae only: what ``y`` is, ``("class",)`` for the class label (one-hot) or
+            names of CelebA attributes (0/1 each).
+        codebook_size: vqvae only: the number of code vectors ``K``.
+        top_latent_dim: hvae only: the size of the upper latent ``z_2``.
+        steps: diffusion only: the number of noising steps ``T``.
     """
 
-    kind: Literal["ae", "vae"] = "vae"
+    kind: Kind = "vae"
     arch: Literal["conv", "mlp", "linear"] = "conv"
     in_shape: tuple[int, int, int] = (1, 28, 28)
     latent_dim: int = 16
@@ -74,12 +86,22 @@ class ModelConfig:
     sigma: float = 1.0
     decoder_sigma: DecoderSigma = "fixed"
     min_sigma: float = 0.0
+    condition: tuple[str, ...] = ()
+    codebook_size: int = 0
+    top_latent_dim: int = 0
+    steps: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "in_shape", tuple(self.in_shape))
         object.__setattr__(self, "channels", tuple(self.channels))
+        object.__setattr__(self, "condition", tuple(self.condition))
+        kinds = ("ae", "vae", *FAMILIES)
         checks = [
-            (self.kind in ("ae", "vae"), f"kind must be 'ae' or 'vae', not {self.kind!r}"),
+            (self.kind in kinds, f"kind must be one of {', '.join(map(repr, kinds))}, not {self.kind!r}"),
+            ((self.kind == "cvae") == bool(self.condition), "a cvae needs a condition, and only a cvae has one"),
+            ((self.kind == "vqvae") == (self.codebook_size > 0), "a vqvae needs codebook_size > 0, and only a vqvae has one"),
+            ((self.kind == "hvae") == (self.top_latent_dim > 0), "an hvae needs top_latent_dim > 0, and only an hvae has one"),
+            ((self.kind == "diffusion") == (self.steps > 0), "a diffusion model needs steps > 0, and only it has steps"),
             (self.arch in ("conv", "mlp", "linear"), f"arch must be 'conv', 'mlp' or 'linear', not {self.arch!r}"),
             (self.likelihood in ("bernoulli", "gaussian"), f"likelihood must be 'bernoulli' or 'gaussian', not {self.likelihood!r}"),
             (len(self.in_shape) == 3 and min(self.in_shape) > 0, f"in_shape must be (C, H, W), not {self.in_shape}"),
@@ -305,10 +327,13 @@ class VAE(LatentModel):
         return self.decode(z)
 
 
-def build_model(config: ModelConfig | dict[str, Any]) -> Autoencoder | VAE:
-    """The model a config describes, freshly initialised."""
+def build_model(config: ModelConfig | dict[str, Any]) -> nn.Module:
+    """The model a config describes, freshly initialised (a family's class from its own module)."""
     if isinstance(config, dict):
         config = ModelConfig.from_dict(config)
+    if config.kind in FAMILIES:
+        module, name = FAMILIES[config.kind]
+        return getattr(importlib.import_module(f"{__package__}.{module}"), name)(config)
     return (VAE if config.kind == "vae" else Autoencoder)(config)
 
 

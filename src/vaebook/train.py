@@ -32,7 +32,7 @@ import torch
 
 from . import __version__
 from .checkpoints import clean_run_dir, load_checkpoint, load_checkpoint_info, save_checkpoint, save_model, write_json
-from .data import ImageDataset
+from .data import ImageDataset, condition_vectors
 from .errors import CheckpointError, TrainingDivergedError
 from .evaluate import dataset_loss
 from .files import check_writable
@@ -106,12 +106,17 @@ class TrainResult:
 
 
 def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, run: Runner, cfg: ModelConfig,
-               tcfg: TrainConfig, images: torch.Tensor, idx: torch.Tensor, beta: float | torch.Tensor) -> torch.Tensor:
-    """One Adam step on the images ``images[idx]``; returns their summed loss, recon, KL and count."""
+               tcfg: TrainConfig, images: torch.Tensor, idx: torch.Tensor, beta: float | torch.Tensor,
+               conditions: torch.Tensor | None = None) -> torch.Tensor:
+    """One Adam step on the images ``images[idx]`` (a conditional model also gets ``conditions[idx]``, its
+    ``y``); returns their summed loss, recon, KL and count."""
     x = run.batch(images, idx)  # floats in [0, 1] on the device
     x_in = (x + tcfg.noise_std * torch.randn_like(x)).clamp(0, 1) if tcfg.noise_std > 0 else x  # denoising
     with run.autocast():  # bf16 or fp16 on a GPU, float32 elsewhere
-        output = model(x_in)
+        if conditions is None:
+            output = model(x_in)
+        else:
+            output = model(x_in, conditions[idx.to(conditions.device)].to(run.device, non_blocking=True))
     terms = loss_terms({k: v.float() for k, v in output.items()}, x, cfg.likelihood, cfg.sigma, beta,
                        free_bits=tcfg.free_bits)
     optimizer.zero_grad(set_to_none=True)
@@ -154,8 +159,10 @@ def train(model_config: ModelConfig, train_config: TrainConfig, train_set: Image
     run = Runner.start(device, precision, compile, graphs)  # device, precision, kernels: see vaebook.speed
     model, optimizer, history, elapsed = _start(cfg, tcfg, train_set, run_dir, run, resume, progress)
     images = run.place(train_set.images)  # one uint8 tensor, on the GPU if it fits
+    conditions = run.place(condition_vectors(cfg, train_set)) if cfg.condition else None  # a cvae's y
     forward = run.prepare(model)  # DDP-wrapped or compiled if need be
-    step = run.stepper(partial(train_step, forward, optimizer, run, cfg, tcfg), images, tcfg.batch_size)
+    step = run.stepper(partial(train_step, forward, optimizer, run, cfg, tcfg, conditions=conditions), images,
+                       tcfg.batch_size)
     n, steps = len(images), math.ceil(len(images) / tcfg.batch_size)
     for epoch in range(len(history), tcfg.epochs):
         model.train()
