@@ -104,6 +104,7 @@ def _betas(b: Book, betas) -> dict[str, LatentModel]:
 _BETA_NAMES = tuple("fmnist-mlp-vae" if x == 1 else f"fmnist-mlp-vae-beta{x:g}" for x in experiments.BETAS)
 _FM, _FR, _CE = "fashion-mnist", "frey", "celeba"
 _AE_VAE = {"autoencoder": "fmnist-ae", "VAE": "fmnist-vae"}
+_CH9, _CH10, _CH11 = "09-conditional-vaes.qmd", "10-discrete-latents.qmd", "11-hierarchies-and-diffusion.qmd"
 
 ARTEFACTS: tuple[Artefact, ...] = (
     # figures drawn from closed forms and small computations: no model, no data
@@ -235,6 +236,15 @@ ARTEFACTS: tuple[Artefact, ...] = (
         p, priors.fitted_prior_numbers(b.model("celeba-vae-sigma0.1"), *b.celeba)), ("celeba-vae-sigma0.1",), _CE),
     Artefact("images/celeba-traversals.png", ("07-faces.qmd",), lambda b, p: plots.latent_traversal_figure(
         b.model("celeba-vae"), b.celeba[1], dims=8, path=p), ("celeba-vae",), _CE),  # from z = 0
+    # beyond one Gaussian latent: conditional, discrete, hierarchical
+    Artefact("images/fmnist-cvae-classes.png", (_CH9,), lambda b, p: plots.class_grid_figure(
+        b.model("fmnist-cvae"), b.fmnist_test.class_names, n_z=10, seed=0, path=p), ("fmnist-cvae",), _FM),
+    Artefact("images/fmnist-cvae-transfer.png", (_CH9,), lambda b, p: plots.style_transfer_figure(
+        b.model("fmnist-cvae"), b.fmnist_test, n=6, seed=0, path=p), ("fmnist-cvae",), _FM),
+    Artefact("images/celeba-cvae-attributes.png", (_CH9,), lambda b, p: plots.attribute_flip_figure(
+        b.model("celeba-cvae"), b.celeba[1], n=8, seed=0, path=p), ("celeba-cvae",), _CE),
+    Artefact("images/fmnist-hvae-levels.png", (_CH11,), lambda b, p: plots.hierarchy_figure(
+        b.model("fmnist-hvae"), n_top=5, n_bottom=10, seed=0, path=p), ("fmnist-hvae",), _FM),
 )
 EVALUATION = Artefact(f"{RESULTS}/evaluation.json", ("07-faces.qmd", "08-evaluation.qmd"),
                       lambda b, p: None)  # written by `evaluation_table`, which `reproduce` runs after the rest

@@ -98,17 +98,25 @@ def to_float(images: torch.Tensor) -> torch.Tensor:
     return images.float().div_(255.0)
 
 
+def class_condition(class_names: Sequence[str]) -> tuple[str, ...]:
+    """The ``condition`` of a model conditioned on the class: ``("class:" + name, ...)``."""
+    return tuple(f"class:{n}" for n in class_names)
+
+
 def condition_vectors(config: Any, data: ImageDataset) -> torch.Tensor:
-    """The ``y`` a conditional model sees for each image, ``(N, c)`` floats, as ``config.condition`` names it:
-    ``("class",)``: the one-hot class label; attribute names: those 0/1 attributes (CelebA).
+    """The ``y`` a conditional model sees for each image, ``(N, c)`` floats, one column per name of
+    ``config.condition``: ``"class:NAME"`` names (all of them) give the one-hot class label, columns in
+    that order (`class_condition` writes them); attribute names give those 0/1 attributes (CelebA's).
 
     Raises ValueError (naming what is missing) if the data set does not carry them.
     """
     names = tuple(config.condition)
-    if names == ("class",):
-        if data.labels is None or not data.class_names:
-            raise ValueError(f"{data.name or 'this data set'} has no class labels to condition on")
-        return torch.nn.functional.one_hot(data.labels, len(data.class_names)).float()
+    if all(n.startswith("class:") for n in names):
+        wanted = [n[len("class:"):] for n in names]
+        if data.labels is None or not set(wanted) <= set(data.class_names):
+            raise ValueError(f"{data.name or 'this data set'} has no classes {', '.join(wanted)} to condition on")
+        columns = torch.tensor([data.class_names.index(n) for n in wanted])
+        return (data.labels[:, None] == columns).float()
     if data.attributes is None:
         raise ValueError(f"{data.name or 'this data set'} has no attributes to condition on ({', '.join(names)})")
     missing = [n for n in names if n not in data.attribute_names]

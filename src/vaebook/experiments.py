@@ -11,7 +11,8 @@ from typing import Any, Callable
 
 import torch
 
-from .data import ImageDataset, fashion_mnist
+from .data import FASHION_MNIST_CLASSES, ImageDataset, class_condition, fashion_mnist
+from .evaluate import FACE_ATTRIBUTES
 from .face_data import celeba, frey_faces
 from .models import ModelConfig
 from .train import TrainConfig
@@ -140,6 +141,21 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
                "fashion-mnist", ModelConfig(latent_dim=64, **_MLP), TrainConfig(**_CLASSIC, kl_warmup_epochs=5)),
     Experiment("fmnist-mlp-vae-z64-freebits", "The 64-d MLP VAE with free bits: 0.25 nats per dimension uncharged",
                "fashion-mnist", ModelConfig(latent_dim=64, **_MLP), TrainConfig(**_CLASSIC, free_bits=0.25)),
+    Experiment("fmnist-cvae", "Conditional MLP VAE 784-400-20 given the class (one-hot y into encoder and decoder)",
+               "fashion-mnist", ModelConfig(latent_dim=20, **{**_MLP, "kind": "cvae"},
+                                            condition=class_condition(FASHION_MNIST_CLASSES)),
+               TrainConfig(**_CLASSIC)),
+    Experiment("celeba-cvae", "Conditional conv VAE on 64x64 CelebA faces given four attributes, sigma = 0.5",
+               "celeba", ModelConfig(kind="cvae", latent_dim=128, sigma=0.5, condition=FACE_ATTRIBUTES, **_FACES),
+               TrainConfig(epochs=20, batch_size=64), eval_k=100, eval_images=100),
+    Experiment("fmnist-hvae", "Two-level MLP VAE (top-down inference), z1 20-d, z2 10-d, as many weights as "
+               "fmnist-mlp-vae", "fashion-mnist",
+               ModelConfig(**{**_MLP, "kind": "hvae", "hidden": 350}, latent_dim=20, top_latent_dim=10),
+               TrainConfig(**_CLASSIC)),
+    Experiment("fmnist-hvae-bottom-up", "The two-level MLP VAE with bottom-up inference q(z1|x) q(z2|z1), "
+               "as many weights", "fashion-mnist",
+               ModelConfig(**{**_MLP, "kind": "hvae", "hidden": 390}, latent_dim=20, top_latent_dim=10,
+                           hierarchy="bottom-up"), TrainConfig(**_CLASSIC)),
 ] + [
     Experiment(f"fmnist-mlp-vae-beta{beta:g}", f"Reference MLP VAE with beta = {beta:g} (the beta-VAE sweep)",
                "fashion-mnist", ModelConfig(latent_dim=20, **_MLP), TrainConfig(**_CLASSIC, beta=beta))

@@ -69,10 +69,13 @@ class ModelConfig:
             ``sigma^2 = min_sigma^2 + exp(raw)``. Without one, a per-pixel sigma can shrink
             towards 0 where the data leave no error (constant pixels) and the likelihood
             grows without bound (Mattei & Frellsen 2018).
-        condition: cvae only: what ``y`` is, ``("class",)`` for the class label (one-hot) or
-            names of CelebA attributes (0/1 each).
+        condition: cvae only: the names of the columns of ``y``: ``"class:NAME"`` for each class
+            (``y`` is the one-hot class) or CelebA attribute names (0/1 each); see
+            `vaebook.data.condition_vectors`.
         codebook_size: vqvae only: the number of code vectors ``K``.
         top_latent_dim: hvae only: the size of the upper latent ``z_2``.
+        hierarchy: hvae only: ``"top-down"`` inference, ``q(z2|x) q(z1|x, z2)``, or ``"bottom-up"``,
+            ``q(z1|x) q(z2|z1)`` (see `vaebook.hierarchical`).
         steps: diffusion only: the number of noising steps ``T``.
     """
 
@@ -89,6 +92,7 @@ class ModelConfig:
     condition: tuple[str, ...] = ()
     codebook_size: int = 0
     top_latent_dim: int = 0
+    hierarchy: Literal["top-down", "bottom-up"] = "top-down"
     steps: int = 0
 
     def __post_init__(self) -> None:
@@ -102,6 +106,8 @@ class ModelConfig:
             ((self.kind == "vqvae") == (self.codebook_size > 0), "a vqvae needs codebook_size > 0, and only a vqvae has one"),
             ((self.kind == "hvae") == (self.top_latent_dim > 0), "an hvae needs top_latent_dim > 0, and only an hvae has one"),
             ((self.kind == "diffusion") == (self.steps > 0), "a diffusion model needs steps > 0, and only it has steps"),
+            (self.hierarchy in ("top-down", "bottom-up"), f"hierarchy must be 'top-down' or 'bottom-up', not {self.hierarchy!r}"),
+            (self.kind == "hvae" or self.hierarchy == "top-down", "only an hvae has a bottom-up hierarchy"),
             (self.arch in ("conv", "mlp", "linear"), f"arch must be 'conv', 'mlp' or 'linear', not {self.arch!r}"),
             (self.likelihood in ("bernoulli", "gaussian"), f"likelihood must be 'bernoulli' or 'gaussian', not {self.likelihood!r}"),
             (len(self.in_shape) == 3 and min(self.in_shape) > 0, f"in_shape must be (C, H, W), not {self.in_shape}"),

@@ -7,7 +7,9 @@
 * `vaebook.plots.theory`: squared error against cross-entropy, the two KL directions, reshaping noise,
   gradient estimators, Monte Carlo estimates of log p(x);
 * `vaebook.plots.diagrams`: the autoencoder and VAE diagrams, and a transposed convolution's stamps;
-* `vaebook.plots.faces`: attribute vectors, nearest training faces, and samples of a prior fitted to the codes.
+* `vaebook.plots.faces`: attribute vectors, nearest training faces, and samples of a prior fitted to the codes;
+* `vaebook.plots.families`: the conditional VAE's class grids, the ladder VAE's levels, samples of several
+  families side by side.
 
 Plots sit below training in the package: they import models, data, losses and
 evaluation, never `train`, `experiments`, `build` or the command line. Which plot
@@ -17,6 +19,7 @@ draws which file of the book is the table in `vaebook.build`.
 from .base import grid_array, image_grid_figure, rows_figure, save
 from .diagrams import (autoencoder_diagram_figure, transposed_convolution_figure, transposed_convolution_stamps,
                        vae_diagram_figure)
+from .families import attribute_flip_figure, class_grid_figure, hierarchy_figure, samples_side_by_side_figure, style_transfer_figure
 from .faces import attribute_figure, fitted_prior_figure, nearest_neighbour_figure
 from .images import (anomaly_figure, beta_sweep_figure, denoising_figure, likelihood_width_figure,
                      pca_reconstruction_figure, pixel_sigma_figure, reconstruction_figure, samples_figure,
@@ -28,6 +31,7 @@ from .theory import (gradient_variance_figure, inverse_transform_figure, kl_asym
                      penalty_figure)
 
 __all__ = ["anomaly_figure", "attribute_figure", "autoencoder_diagram_figure", "beta_sweep_figure", "denoising_figure",
+           "attribute_flip_figure", "class_grid_figure", "hierarchy_figure", "samples_side_by_side_figure", "style_transfer_figure",
            "fitted_prior_figure",
            "gradient_variance_figure", "grid_array", "image_grid_figure", "information_split_figure",
            "information_splits", "interpolation_figure", "inverse_transform_figure", "kl_asymmetry_figure",
