@@ -176,7 +176,8 @@ def test_tiny_training_run_and_resume(env, tmp_path, capsys, fake_fmnist):
     assert meta["epochs"] == 1 and meta["train"]["epochs"] == 1
     assert meta["sha256"] == checkpoints.sha256(run / "model.safetensors")
     assert meta["config"] == experiments.get("fmnist-mlp-vae").model.to_dict() | {"in_shape": [1, 28, 28],
-                                                                                   "channels": [32, 64]}
+                                                                                   "channels": [32, 64],
+                                                                                   "condition": []}  # JSON lists
     model = checkpoints.load_model(run)
     assert model.config == experiments.get("fmnist-mlp-vae").model
     with torch.no_grad():

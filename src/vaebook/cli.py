@@ -1,4 +1,4 @@
-"""The command line: ``python -m vaebook list | train NAME | evaluate NAME | figures | reproduce``.
+"""The command line: ``python -m vaebook list | train NAME | evaluate NAME | map | figures | reproduce``.
 
 Problems a user can fix (missing data, a damaged checkpoint, an unknown experiment)
 are reported as one message, never a traceback: exit code 1 for a `VaebookError`,
@@ -56,6 +56,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write the results as JSON (merged into FILE if it exists)")
     _common(p)
 
+    p = sub.add_parser("map", help="sample quality (Frechet distance) and likelihood of each family's shipped model")
+    p.add_argument("--n", type=int, default=2000, help="samples per model and test images (default: 2000)")
+    p.add_argument("--json", default=None, metavar="FILE", help="also write the map as JSON")
+    p.add_argument("--train-classifier", action="store_true",
+                   help="first retrain the feature classifier and write it into the weights folder")
+    _common(p)
+
     p = sub.add_parser("figures", help="make every figure and file of numbers of the book from the pretrained weights")
     p.add_argument("--results", default="results", metavar="DIR",
                    help="folder for the JSON files of numbers (default: results)")
@@ -98,7 +105,8 @@ def _check_folders(args: argparse.Namespace) -> None:
 
     if getattr(args, "data_root", None) is not None and not Path(args.data_root).expanduser().is_dir():
         raise DataNotFoundError(f"--data-root {args.data_root} does not exist (or is not a folder).")
-    writes_weights = args.command == "reproduce" or getattr(args, "publish", False)
+    writes_weights = args.command == "reproduce" or getattr(args, "publish", False) or getattr(
+        args, "train_classifier", False)
     if args.weights is not None and not writes_weights:
         folder = Path(args.weights)
         if not folder.is_dir():
@@ -114,7 +122,7 @@ def _check_folders(args: argparse.Namespace) -> None:
         from .checkpoints import PRETRAINED_DIR
 
         folders.append(("--weights", args.weights or PRETRAINED_DIR))
-    if args.command == "evaluate" and args.json:
+    if args.command in ("evaluate", "map") and args.json:
         folders.append(("--json", Path(args.json).parent))
     for flag, folder in folders:
         check_writable(folder, f"the {flag} folder")
@@ -124,11 +132,13 @@ def _print_evaluation(name: str, r: dict) -> None:
     print(f"{name}: {r['images']:,} test images, nats per image")
     if "neg_elbo" in r:
         print(f"  negative ELBO      {r['neg_elbo']:9.2f}  (reconstruction {r['recon']:.2f} + KL {r['kl']:.2f})")
-        print(f"  -log p(x), IWAE    {r['iwae_nll']:9.2f}  (K = {r['k']:,} on the first {r['iwae_images']:,} images, "
-              f"whose negative ELBO is {r['neg_elbo_on_iwae_images']:.2f})")
-        print(f"  active units       {r['active_units']:>6} / {r['latent_dim']}  (variance of E[z_j|x] over x > 0.01)")
-        kl = sorted(r["kl_per_dim"], reverse=True)
-        print(f"  KL per dimension   largest {kl[0]:.2f}, median {kl[len(kl) // 2]:.2f}, smallest {kl[-1]:.3f}")
+        if "iwae_nll" in r:  # (a family without an importance-sampling estimate has none)
+            print(f"  -log p(x), IWAE    {r['iwae_nll']:9.2f}  (K = {r['k']:,} on the first {r['iwae_images']:,} "
+                  f"images, whose negative ELBO is {r['neg_elbo_on_iwae_images']:.2f})")
+        if "active_units" in r:  # one Gaussian latent: how much of it is used
+            print(f"  active units       {r['active_units']:>6} / {r['latent_dim']}  (variance of E[z_j|x] over x > 0.01)")
+            kl = sorted(r["kl_per_dim"], reverse=True)
+            print(f"  KL per dimension   largest {kl[0]:.2f}, median {kl[len(kl) // 2]:.2f}, smallest {kl[-1]:.3f}")
     else:
         print(f"  reconstruction     {r['recon']:9.2f}  (-log p(x|z) at the code; an autoencoder has no likelihood)")
     print(f"  MSE per pixel      {r['mse']:9.4f}")
@@ -196,6 +206,17 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     _check_folders(args)
     if args.command == "evaluate":
         return _evaluate(args, parser)
+    if args.command == "map":
+        from .atlas import draw_map
+        from .quality import train_and_save_classifier
+
+        if args.n < 2:
+            parser.error(f"--n must be at least 2 (a covariance needs two images), got {args.n}")
+        if args.train_classifier:
+            train_and_save_classifier(args.weights, args.data_root, not args.no_download, device=args.device,
+                                      progress=not args.quiet)
+        draw_map(args.weights, args.data_root, args.device, not args.no_download, n=args.n, json_path=args.json)
+        return 0
     if args.command == "reproduce":
         from .jobs import reproduce
 

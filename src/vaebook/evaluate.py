@@ -360,6 +360,9 @@ def _evaluate_family(model: torch.nn.Module, data: ImageDataset | torch.Tensor, 
                 y=None if ys is None else ys[i:i + 100].to(model.device)) for i in range(0, m, 100)])
         out.update({"k": k, "iwae_images": m, "iwae_nll": float(-iwae.mean()),
                     "neg_elbo_on_iwae_images": dataset_loss(model, sub, beta=1.0, seed=seed)["loss"]})
+    if model.config.likelihood == "gaussian" and "iwae_nll" in out:  # (of p(x|y) for a conditional model)
+        dims = int(images[0].numel())
+        out["neg_elbo_bpd"], out["iwae_nll_bpd"] = bits_per_dim(out["neg_elbo"], dims), bits_per_dim(out["iwae_nll"], dims)
     return out
 
 
