@@ -4,7 +4,8 @@ import subprocess
 
 from conftest import REPO_ROOT
 
-BUDGET_MB = 50  # every tracked file together (40 until issue 15 shipped a fourth face VAE), far below the
+BUDGET_MB = 60  # every tracked file together (50 until issue 16 shipped the conditional, discrete, hierarchical
+# and diffusion models; 40 until issue 15 shipped a fourth face VAE), below the
 # 64 MiB that the GPU machines accept as a working tree
 
 

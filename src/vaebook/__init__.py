@@ -7,7 +7,10 @@ The package behind the vaebook online book. One module per concept:
 * `vaebook.losses`: log-likelihoods, the Gaussian KL and the ELBO;
 * `vaebook.train`: the training loop, with checkpoints and resume;
 * `vaebook.speed`, `vaebook.distributed`: what makes the loop fast, and several processes;
+* `vaebook.conditional`, `vaebook.vq`, `vaebook.hierarchical`, `vaebook.diffusion`: the families beyond one
+  Gaussian latent (`vaebook.models.FAMILIES`);
 * `vaebook.evaluate`: losses and latent codes over a data set;
+* `vaebook.quality`, `vaebook.atlas`: a classifier's Frechet distance, and the map of the families;
 * `vaebook.checkpoints`: safetensors weights, the pretrained models and their manifest;
 * `vaebook.plots`: every plot of the book, by subject;
 * `vaebook.experiments`: the named experiments the book trains;

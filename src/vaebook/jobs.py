@@ -4,7 +4,7 @@
   ``publish`` copies it into the weights folder.
 * `evaluation_table` (``python -m vaebook evaluate``) scores shipped models.
 * `reproduce` (``python -m vaebook reproduce``) trains every book experiment, then
-  builds every artefact of `vaebook.build` and the evaluation table.
+  builds every artefact of `vaebook.build`, the evaluation table and the map of the families.
 """
 
 from __future__ import annotations
@@ -140,6 +140,12 @@ def reproduce(out: str | Path = "runs", images: str | Path = "images", results: 
     evaluation_table(list(manifest(weights)), weights, data_root, device, download, k=k, json_path=table,
                      skip_missing_data=True, report=report)
     written.append(table)
+    print(f"reproduce: the map of the families ({_minutes(time.perf_counter() - t0)} so far)", flush=True)
+    from .atlas import draw_map  # (atlas imports build, as jobs does)
+
+    map_path = Path(results) / "map.json"
+    draw_map(weights, data_root, device, download, json_path=map_path, evaluation=table)
+    written.append(map_path)
     print(f"reproduce: trained and published {trained} of {len(names)} models, "
           f"wrote {len(written)} files to {images} and {results} in {time.perf_counter() - t0:.0f} s")
     return written
