@@ -75,7 +75,7 @@ def test_the_figures_without_data_are_reproducible_pngs(tmp_path):
     open_before = set(matplotlib.pyplot.get_fignums())
     first = build_artefacts(tmp_path / "a", rows=[r for r in ARTEFACTS if r.data is None])
     names = ["autoencoder-diagram.png", "vae-diagram.png", "transposed-convolution.png", "mse-vs-bce.png",
-             "kl-asymmetry.png", "inverse-transform.png", "gradient-variance.png"]
+             "kl-asymmetry.png", "inverse-transform.png", "gradient-variance.png", "diffusion-toy.png"]
     assert [p.name for p in first] == names
     for p in first:
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

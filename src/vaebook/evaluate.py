@@ -23,13 +23,8 @@ from .models import FAMILIES, VAE, LatentModel
 
 @contextlib.contextmanager
 def full_float32() -> Iterator[None]:
-    """Matrix products and convolutions in true float32 on NVIDIA GPUs (no TF32) inside; restored after.
-
-    From Ampere on, cuDNN runs float32 convolutions in TF32 by default (10 bits of
-    mantissa), so a loss measured on a GPU would differ from the CPU's in the third
-    digit. Evaluation measures, so every function here runs in full float32 (it is
-    also a decorator); training keeps TF32's speed. On the CPU it changes nothing.
-    """
+    """True float32 matmuls and convolutions on NVIDIA GPUs inside (also a decorator): from Ampere on, cuDNN's
+    default TF32 (10-bit mantissa) would move a loss in its third digit. Training keeps TF32; CPUs are unchanged."""
     saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     try:
@@ -43,12 +38,8 @@ def _images(data: ImageDataset | torch.Tensor) -> torch.Tensor:
 
 
 def _conditions(model: torch.nn.Module, data: ImageDataset | torch.Tensor) -> torch.Tensor | None:
-    """A conditional model's ``y`` for every image of ``data`` (None for other models)."""
-    if not model.config.condition:
-        return None
-    if not isinstance(data, ImageDataset):
-        raise ValueError("a conditional model is scored on an ImageDataset, whose labels or attributes give y")
-    return condition_vectors(model.config, data)
+    """A conditional model's ``y`` for every image of ``data`` (an `ImageDataset`); None for other models."""
+    return condition_vectors(model.config, data) if model.config.condition else None
 
 
 def _inputs(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
@@ -335,7 +326,13 @@ def evaluate_model(model: LatentModel, data: ImageDataset | torch.Tensor, k: int
                 "neg_elbo_on_iwae_images": dataset_loss(model, sub, beta=1.0, seed=seed)["loss"],
                 "active_units": active_units(model, images, threshold)[0], "latent_dim": model.latent_dim,
                 "kl_per_dim": kl_per_dimension(model, images).tolist()})
-    if model.config.likelihood == "gaussian":  # a proper density of x: bits per dimension mean something
+    return _with_bits_per_dim(model, out, images)
+
+
+def _with_bits_per_dim(model: torch.nn.Module, out: dict[str, Any], images: torch.Tensor) -> dict[str, Any]:
+    """``out`` with the negative ELBO and IWAE estimate in bits per dimension (``*_bpd``) where they mean
+    something: a Gaussian decoder's proper density (of ``x | y`` for a conditional model)."""
+    if model.config.likelihood == "gaussian" and "iwae_nll" in out:
         dims = int(images[0].numel())
         out["neg_elbo_bpd"], out["iwae_nll_bpd"] = bits_per_dim(out["neg_elbo"], dims), bits_per_dim(out["iwae_nll"], dims)
     return out
@@ -343,8 +340,7 @@ def evaluate_model(model: LatentModel, data: ImageDataset | torch.Tensor, k: int
 
 def _evaluate_family(model: torch.nn.Module, data: ImageDataset | torch.Tensor, k: int, n: int | None,
                      seed: int) -> dict[str, Any]:
-    """`evaluate_model` for a family of `vaebook.models.FAMILIES`: its negative ELBO, and the IWAE
-    estimate where the family has one (``log_likelihood_estimate``)."""
+    """`evaluate_model` for a family: its negative ELBO, and the IWAE estimate if it has ``log_likelihood_estimate``."""
     images = _images(data)
     loss = dataset_loss(model, data, beta=1.0, seed=seed)
     out: dict[str, Any] = {"images": len(images), "recon": loss["recon"], "mse": loss["mse"],
@@ -355,15 +351,11 @@ def _evaluate_family(model: torch.nn.Module, data: ImageDataset | torch.Tensor, 
         ys = _conditions(model, sub)
         gen = torch.Generator().manual_seed(seed)
         with full_float32(), torch.no_grad():
-            iwae = torch.cat([model.log_likelihood_estimate(
-                _inputs(model, _images(sub)[i:i + 100]), k, generator=gen,
-                y=None if ys is None else ys[i:i + 100].to(model.device)) for i in range(0, m, 100)])
+            iwae = torch.cat([model.log_likelihood_estimate(_inputs(model, _images(sub)[i:i + 100]), k, generator=gen,
+                              y=None if ys is None else ys[i:i + 100].to(model.device)) for i in range(0, m, 100)])
         out.update({"k": k, "iwae_images": m, "iwae_nll": float(-iwae.mean()),
                     "neg_elbo_on_iwae_images": dataset_loss(model, sub, beta=1.0, seed=seed)["loss"]})
-    if model.config.likelihood == "gaussian" and "iwae_nll" in out:  # (of p(x|y) for a conditional model)
-        dims = int(images[0].numel())
-        out["neg_elbo_bpd"], out["iwae_nll_bpd"] = bits_per_dim(out["neg_elbo"], dims), bits_per_dim(out["iwae_nll"], dims)
-    return out
+    return _with_bits_per_dim(model, out, images)
 
 
 FACE_ATTRIBUTES = ("Smiling", "Eyeglasses", "Blond_Hair", "Male")  # the attributes the faces chapter studies
