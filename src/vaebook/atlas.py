@@ -63,7 +63,7 @@ FAMILY_MAP: tuple[Family, ...] = (
     Family("Conditional VAE", "fmnist-cvae", "20-d Gaussian, given the class", "N(0, I)",
            "ELBO of x given y", "lower bound on log p(x | y)"),
     Family("VQ-VAE, K = 512", "fmnist-vqvae-k512", "7x7 grid of codes", "PixelCNN over the codes",
-           "reconstruction + codebook + commitment", "lower bound (ELBO)"),
+           "reconstruction + codebook + commitment + prior NLL", "lower bound (ELBO)"),
     Family("Hierarchical VAE", "fmnist-hvae", "20-d z1 below 10-d z2", "p(z2) p(z1 | z2)", "ELBO",
            "lower bound (ELBO)"),
     Family("Diffusion", "fmnist-diffusion", "T = 100 noisy images", "N(0, I) at step T",

@@ -23,6 +23,7 @@ import torch
 from . import experiments, plots, priors
 from .checkpoints import load_pretrained, manifest, write_json
 from .data import ImageDataset, fashion_mnist, frey_faces
+from .diffusion import diffusion_numbers
 from .errors import CheckpointError, DataNotFoundError
 from .evaluate import celeba_numbers, reconstruction_errors
 from .models import LatentModel
@@ -245,6 +246,22 @@ ARTEFACTS: tuple[Artefact, ...] = (
         b.model("celeba-cvae"), b.celeba[1], n=8, seed=0, path=p), ("celeba-cvae",), _CE),
     Artefact("images/fmnist-hvae-levels.png", (_CH11,), lambda b, p: plots.hierarchy_figure(
         b.model("fmnist-hvae"), n_top=5, n_bottom=10, seed=0, path=p), ("fmnist-hvae",), _FM),
+    Artefact("images/fmnist-vqvae-reconstructions.png", (_CH10,), lambda b, p: plots.codebook_reconstruction_figure(
+        b.models({f"K = {k}": f"fmnist-vqvae-k{k}" for k in (8, 64, 512)}), b.fmnist_test.images[:10], path=p),
+        tuple(f"fmnist-vqvae-k{k}" for k in (8, 64, 512)), _FM),
+    Artefact("images/fmnist-vqvae-usage.png", (_CH10,), lambda b, p: plots.codebook_usage_figure(
+        b.models({f"K = {k}": f"fmnist-vqvae-k{k}" for k in (8, 64, 512)}), b.fmnist_test, path=p),
+        tuple(f"fmnist-vqvae-k{k}" for k in (8, 64, 512)), _FM),
+    Artefact("images/fmnist-vqvae-prior-samples.png", (_CH10,), lambda b, p: plots.code_prior_samples_figure(
+        b.models({f"K = {k}": f"fmnist-vqvae-k{k}" for k in (64, 512)}), n=10, seed=0, data=b.fmnist_test, path=p),
+        ("fmnist-vqvae-k64", "fmnist-vqvae-k512"), _FM),
+    Artefact("images/diffusion-toy.png", (_CH11,), lambda b, p: plots.diffusion_toy_figure(seed=0, path=p)),
+    Artefact("images/fmnist-diffusion-vs-vae.png", (_CH11,), lambda b, p: plots.samples_side_by_side_figure(
+        b.models({"VAE (fmnist-vae)": "fmnist-vae", "two-level VAE": "fmnist-hvae",
+                  "diffusion (T = 100)": "fmnist-diffusion"}), n=16, seed=0, path=p),
+        ("fmnist-vae", "fmnist-hvae", "fmnist-diffusion"), _FM),
+    Artefact(f"{RESULTS}/diffusion-numbers.json", (_CH11,), lambda b, p: write_json(
+        p, diffusion_numbers(b.model("fmnist-diffusion"), b.fmnist_test, n=500, seed=0)), ("fmnist-diffusion",), _FM),
 )
 EVALUATION = Artefact(f"{RESULTS}/evaluation.json", ("07-faces.qmd", "08-evaluation.qmd"),
                       lambda b, p: None)  # written by `evaluation_table`, which `reproduce` runs after the rest

@@ -287,6 +287,23 @@ class Diffusion(nn.Module):
         return self.probabilities(x0_hat)
 
 
+@torch.no_grad()
+def diffusion_numbers(model: Diffusion, test, n: int = 500, seed: int = 0) -> dict:
+    """The negative ELBO of `Diffusion.elbo_terms_all_steps` (same noise) on the first ``n`` images of the data
+    set ``test``, means per image, with where its nats go: per step ``t = 1..T``, the KL of step ``t`` (None at
+    ``t = 1``, whose term is ``recon``) and the noise-prediction error ``||eps - eps_hat||^2`` behind it."""
+    model.eval()
+    x, gen = (test.images[:n].float() / 255).to(model.device), torch.Generator().manual_seed(seed)
+    terms = [model.step_terms(x, torch.full((n,), t, device=x.device), model._draw(tuple(x.shape), gen))
+             for t in range(1, model.steps + 1)]
+    kl_t = [None] + [float(s["kl_t"].double().mean()) for s in terms[1:]]
+    recon, kl_prior = float(terms[0]["nll_1"].double().mean()), float(terms[0]["kl_T"].double().mean())
+    kl = sum(kl_t[1:]) + kl_prior
+    return {"steps": model.steps, "images": n, "seed": seed, "neg_elbo": recon + kl,
+            "recon": recon, "kl": kl, "kl_prior": kl_prior, "kl_t": kl_t,
+            "eps_loss_t": [float(s["eps_loss"].double().mean()) for s in terms]}
+
+
 # --------------------------------------------------------------------------- a 2-D toy for the chapter
 
 

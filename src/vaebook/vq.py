@@ -228,7 +228,7 @@ class VQVAE(nn.Module):
 
 @torch.no_grad()
 def codebook_usage(model: VQVAE, data: ImageDataset | torch.Tensor, batch_size: int = 1000) -> dict[str, Any]:
-    """How a data set uses the codebook: which codes its images' grids contain, and how evenly.
+    """How a data set (uint8 images) uses the codebook: which codes its images' grids contain, and how evenly.
 
     Returns ``counts`` (an int64 ``(K,)`` tensor: positions assigned to each code over all
     images), ``used`` (codes assigned at least once), ``dead`` (``K - used``) and
@@ -236,6 +236,8 @@ def codebook_usage(model: VQVAE, data: ImageDataset | torch.Tensor, batch_size: 
     used codes that would have the same entropy (``K`` at best, 1 if one code does everything).
     """
     images = data.images if isinstance(data, ImageDataset) else data
+    if images.dtype != torch.uint8:
+        raise ValueError(f"codebook_usage reads uint8 images (0..255) or an ImageDataset, not {images.dtype}")
     model.eval()
     k = model.config.codebook_size
     counts = torch.zeros(k, dtype=torch.long)

@@ -110,4 +110,35 @@ def hierarchy_figure(hvae: torch.nn.Module, n_top: int = 5, n_bottom: int = 10, 
     return save(_labelled_grid(images, n_bottom, [f"z2 #{i + 1}" for i in range(n_top)]), path)
 
 
-__all__ = ["attribute_flip_figure", "class_grid_figure", "hierarchy_figure", "samples_side_by_side_figure", "style_transfer_figure"]
+def diffusion_toy_figure(kind: str = "moons", steps: int = 50, keep: Sequence[int] = (50, 25, 15, 10, 5, 2),
+                         seed: int = 0, zoom: float = 1.2, path: str | os.PathLike | None = None) -> Figure:
+    """A diffusion model on 2-D points, trained in seconds (`vaebook.diffusion.train_toy` with its defaults and
+    ``seed``). First the reverse chain's ``x_t`` at each step in ``keep``, from ``x_T ~ N(0, I)``, on [-3, 3]^2
+    (the dashed square is [-zoom, zoom]^2); then, inside that square, the samples (the same 2,000 chains) and
+    the training data."""
+    from ..diffusion import toy_sample, train_toy
+
+    run = train_toy(kind, steps=steps, seed=seed)
+    n = len(run["data"])
+    samples, kept = toy_sample(run["model"], steps, n, torch.Generator().manual_seed(seed + 1), keep=tuple(keep))
+    panels = [(f"$x_{{{t}}}$" + (r" $\sim \mathcal{N}(0, I)$" if t == steps else ""), kept[t], "C7", 3.0)
+              for t in sorted(keep, reverse=True)]
+    panels += [(f"samples ($T$ = {steps})", samples, "C3", zoom), ("training data", run["data"], "C0", zoom)]
+    cols = (len(panels) + 1) // 2
+    fig, axes = plt.subplots(2, cols, figsize=(2.0 * cols, 4.6), squeeze=False)
+    for ax, (title, points, colour, half) in zip(axes.flat, panels):
+        ax.scatter(points[:, 0], points[:, 1], s=1.5 if half > zoom else 2.5, color=colour, alpha=0.5,
+                   linewidths=0, rasterized=True)
+        ax.set_title(title)
+        ticks = [-2, 0, 2] if half > zoom else [-1, 0, 1]
+        ax.set(xlim=(-half, half), ylim=(-half, half), aspect="equal", xticks=ticks, yticks=ticks)
+        if half > zoom:
+            ax.plot([-zoom, zoom, zoom, -zoom, -zoom], [-zoom, -zoom, zoom, zoom, -zoom], "k--", lw=0.6)
+    for ax in axes.flat[len(panels):]:
+        ax.set_axis_off()
+    fig.tight_layout()
+    return save(fig, path)
+
+
+__all__ = ["attribute_flip_figure", "class_grid_figure", "diffusion_toy_figure", "hierarchy_figure",
+           "samples_side_by_side_figure", "style_transfer_figure"]
