@@ -263,7 +263,7 @@ ARTEFACTS: tuple[Artefact, ...] = (
     Artefact(f"{RESULTS}/diffusion-numbers.json", (_CH11,), lambda b, p: write_json(
         p, diffusion_numbers(b.model("fmnist-diffusion"), b.fmnist_test, n=500, seed=0)), ("fmnist-diffusion",), _FM),
 )
-EVALUATION = Artefact(f"{RESULTS}/evaluation.json", ("07-faces.qmd", "08-evaluation.qmd"),
+EVALUATION = Artefact(f"{RESULTS}/evaluation.json", ("07-faces.qmd", "08-evaluation.qmd", _CH9),
                       lambda b, p: None)  # written by `evaluation_table`, which `reproduce` runs after the rest
 
 

@@ -293,6 +293,7 @@ def diffusion_numbers(model: Diffusion, test, n: int = 500, seed: int = 0) -> di
     set ``test``, means per image, with where its nats go: per step ``t = 1..T``, the KL of step ``t`` (None at
     ``t = 1``, whose term is ``recon``) and the noise-prediction error ``||eps - eps_hat||^2`` behind it."""
     model.eval()
+    n = min(n, len(test))
     x, gen = (test.images[:n].float() / 255).to(model.device), torch.Generator().manual_seed(seed)
     terms = [model.step_terms(x, torch.full((n,), t, device=x.device), model._draw(tuple(x.shape), gen))
              for t in range(1, model.steps + 1)]
