@@ -89,6 +89,21 @@ def make_fmnist(folder: Path, n_train: int = 5, n_test: int = 3, base: int = 0, 
 # --------------------------------------------------------------------------- CelebA
 
 
+def blobs(n: int, seed: int):
+    """Tiny images with structure to learn: 8x8, a bright square in one of four quadrants (the label), plus noise."""
+    import torch
+
+    from vaebook.data import ImageDataset
+
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, 1, 8, 8, generator=gen) * 0.2
+    pos = torch.randint(0, 4, (n,), generator=gen)
+    for i, p in enumerate(pos.tolist()):
+        r, c = divmod(p, 2)
+        x[i, 0, r * 4:r * 4 + 4, c * 4:c * 4 + 4] += 0.8
+    return ImageDataset((x * 255).round().to(torch.uint8), labels=pos)
+
+
 def celeba_colour(i: int) -> tuple[int, int, int]:
     """A distinct, saturated-enough solid colour for image i (0-based)."""
     return (20 + (37 * i) % 216, 230 - (23 * i) % 200, 40 + (71 * i) % 180)

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import blobs
 
 import vaebook.train as train_module
 from vaebook.checkpoints import load_checkpoint_info, load_model, sha256
-from vaebook.data import ImageDataset
 from vaebook.errors import DeviceError, TrainingDivergedError
 from vaebook.evaluate import dataset_loss
 from vaebook.models import ModelConfig
@@ -19,18 +19,7 @@ CFG = ModelConfig(kind="vae", arch="mlp", in_shape=(1, 8, 8), latent_dim=2, hidd
 TCFG = TrainConfig(epochs=3, batch_size=32, lr=3e-3, seed=7, log_every=2)
 
 
-def _blobs(n: int, seed: int) -> ImageDataset:
-    """Images with structure to learn: a bright square at one of four positions, plus noise."""
-    gen = torch.Generator().manual_seed(seed)
-    x = torch.rand(n, 1, 8, 8, generator=gen) * 0.2
-    pos = torch.randint(0, 4, (n,), generator=gen)
-    for i, p in enumerate(pos.tolist()):
-        r, c = divmod(p, 2)
-        x[i, 0, r * 4:r * 4 + 4, c * 4:c * 4 + 4] += 0.8
-    return ImageDataset((x * 255).round().to(torch.uint8), labels=pos)
-
-
-TRAIN, TEST = _blobs(256, 0), _blobs(64, 1)
+TRAIN, TEST = blobs(256, 0), blobs(64, 1)
 
 
 def _weights(run_dir):
@@ -151,10 +140,10 @@ def test_wrong_image_shape_is_refused(tmp_path):
 
 
 def test_kl_warmup_scales_the_kl_term_and_ends_at_beta(tmp_path):
-    data = _blobs(256, 0)
+    data = blobs(256, 0)
     warm = train(CFG, TrainConfig(epochs=2, batch_size=32, lr=3e-3, seed=7, kl_warmup_epochs=2), data,
-                 _blobs(64, 1), tmp_path / "warm", device="cpu", progress=False).history
-    plain = train(CFG, TrainConfig(epochs=1, batch_size=32, lr=3e-3, seed=7), data, _blobs(64, 1),
+                 blobs(64, 1), tmp_path / "warm", device="cpu", progress=False).history
+    plain = train(CFG, TrainConfig(epochs=1, batch_size=32, lr=3e-3, seed=7), data, blobs(64, 1),
                   tmp_path / "plain", device="cpu", progress=False).history
     # without warm-up the reported loss is recon + kl; with it, the KL weight averages (1 + ... + 8) / 16 in epoch 1
     e = plain[0]
@@ -172,7 +161,7 @@ def test_free_bits_keep_latent_dimensions_from_collapsing(tmp_path):
     from vaebook.evaluate import kl_per_dimension
 
     cfg = ModelConfig(kind="vae", arch="mlp", in_shape=(1, 8, 8), latent_dim=8, hidden=32)
-    data, test = _blobs(512, 0), _blobs(128, 1)
+    data, test = blobs(512, 0), blobs(128, 1)
     kl = {fb: kl_per_dimension(train(cfg, TrainConfig(epochs=6, batch_size=32, lr=3e-3, seed=7, beta=4.0,
                                                        free_bits=fb), data, test, tmp_path / f"fb{fb}",
                                      device="cpu", progress=False).model, test) for fb in (0.0, 1.0)}
@@ -194,7 +183,7 @@ def test_compiled_training_runs_through_a_short_last_batch_and_matches_eager(tmp
 
     cfg = ModelConfig(kind=kind, arch=arch, in_shape=(1, 8, 8), latent_dim=2, hidden=16, channels=(4, 8))
     tcfg = TrainConfig(epochs=2, batch_size=4, seed=3)
-    data = _blobs(10, 0)
+    data = blobs(10, 0)
     if not torch._dynamo.is_dynamo_supported():  # e.g. a Python newer than this torch's dynamo: one clear error
         with pytest.raises(DeviceError, match="torch.compile does not support Python"):
             train(cfg, tcfg, data, data, tmp_path / "compiled", device="cpu", progress=False, compile="aot_eager")
@@ -212,7 +201,7 @@ def test_inductor_compiled_vae_trains_through_a_short_last_batch(tmp_path):
     """The real `--compile` (inductor, C++ on the CPU). Slow (about 30 s), so CI runs it on its own
     (``pytest -m inductor``); inductor draws its own random numbers, so only the loss level is compared."""
     cfg = ModelConfig(kind="vae", arch="conv", in_shape=(1, 8, 8), latent_dim=2, channels=(4, 8))
-    data = _blobs(10, 0)
+    data = blobs(10, 0)
     compiled = train(cfg, TrainConfig(epochs=2, batch_size=4), data, data, tmp_path / "c", device="cpu",
                      progress=False, compile=True)
     eager = train(cfg, TrainConfig(epochs=2, batch_size=4), data, data, tmp_path / "e", device="cpu", progress=False)
@@ -452,7 +441,7 @@ def test_the_static_step_of_cuda_graphs_trains_exactly_as_the_eager_loop(tmp_pat
                        noise_std=0.2 if case == "ae-denoising" else 0.0,
                        kl_warmup_epochs=3 if case == "vae-warmup-free-bits" else 0.0,
                        free_bits=0.5 if case == "vae-warmup-free-bits" else 0.0)
-    data = _blobs(100, 0)
+    data = blobs(100, 0)
     captured, real_capture = [], StaticStep._capture
     monkeypatch.setattr(StaticStep, "_capture", lambda self, n: captured.append(n) or real_capture(self, n))
     seen = _record_batches(monkeypatch)

@@ -7,9 +7,10 @@ from collections import Counter
 
 import pytest
 import torch
+from conftest import blobs
 
 from vaebook.checkpoints import load_model
-from vaebook.data import ImageDataset, to_float
+from vaebook.data import to_float
 from vaebook.models import ModelConfig, build_model
 from vaebook.train import TrainConfig, train
 from vaebook.vq import COMMITMENT, VQVAE, CodePrior, codebook_usage
@@ -32,17 +33,6 @@ TINY = ModelConfig(kind="vqvae", arch="conv", in_shape=(1, 8, 8), channels=(4, 8
 def _tiny(seed: int = 0, **changes) -> VQVAE:
     torch.manual_seed(seed)
     return build_model(ModelConfig(**{**TINY.to_dict(), **changes}))
-
-
-def _blobs(n: int, seed: int) -> ImageDataset:
-    """8x8 images with a bright square in one of four quadrants, plus noise (as in test_train)."""
-    gen = torch.Generator().manual_seed(seed)
-    x = torch.rand(n, 1, 8, 8, generator=gen) * 0.2
-    pos = torch.randint(0, 4, (n,), generator=gen)
-    for i, p in enumerate(pos.tolist()):
-        r, c = divmod(p, 2)
-        x[i, 0, r * 4:r * 4 + 4, c * 4:c * 4 + 4] += 0.8
-    return ImageDataset((x * 255).round().to(torch.uint8), labels=pos)
 
 
 def _random_prior(k: int, seed: int = 0) -> CodePrior:
@@ -190,7 +180,7 @@ def test_codebook_usage_counts_the_codes_of_every_position():
     torch.nn.init.normal_(model.codebook.weight, std=0.3)
     with torch.no_grad():
         model.codebook.weight[5] = 1e6  # never the nearest: dead
-    data = _blobs(10, seed=6)
+    data = blobs(10, seed=6)
     with torch.no_grad():
         codes = model.encode(to_float(data.images))
     counts = Counter(codes.flatten().tolist())
@@ -212,7 +202,7 @@ def test_samples_are_images_and_seeded():
 
 
 def test_a_tiny_vqvae_learns_through_train_and_reloads_identically(tmp_path):
-    train_set, test_set = _blobs(256, 0), _blobs(64, 1)
+    train_set, test_set = blobs(256, 0), blobs(64, 1)
     tcfg = TrainConfig(epochs=3, batch_size=32, lr=3e-3, seed=0, log_every=2)
     result = train(TINY, tcfg, train_set, test_set, tmp_path, device="cpu", progress=False)
     h = result.history
